@@ -1,0 +1,113 @@
+//! The CPU backend: f32, the chunks of a shard spread over threads (rayon),
+//! every buffer allocated once.  Each chunk is computed the same way on any
+//! thread, so results do not depend on the number of threads.
+
+use rayon::prelude::*;
+
+use super::{Backend, Draw, Setup, ShardTask};
+use crate::error::{Error, Result};
+use crate::gan::phases::{self, ChunkState, PartialLayout};
+use crate::rng::{Purpose, Stream};
+
+pub struct CpuBackend {
+    setup: Setup,
+    layout: PartialLayout,
+    gen: Vec<f32>,
+    disc: Vec<f32>,
+    states: Vec<ChunkState<f32>>,
+    /// The shard of the last phase 1 (phase 2 continues it).
+    last: Option<ShardTask>,
+}
+
+impl CpuBackend {
+    pub fn new(setup: &Setup) -> Self {
+        let game = &setup.game;
+        CpuBackend {
+            layout: game.layout(),
+            gen: vec![0.0; game.gen.n_params],
+            disc: vec![0.0; game.disc.n_params],
+            states: (0..setup.chunks).map(|_| ChunkState::new(game, setup.chunk)).collect(),
+            last: None,
+            setup: setup.clone(),
+        }
+    }
+
+    fn check_out(&self, chunks: usize, out: &[f32]) -> Result<()> {
+        if out.len() != chunks * self.layout.stride() {
+            return Err(Error::runtime(format!(
+                "cpu backend: partial-sum buffer holds {} values, expected {} chunks × {}",
+                out.len(),
+                chunks,
+                self.layout.stride()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn device(&self) -> String {
+        format!("{} ({} threads)", std::env::consts::ARCH, rayon::current_num_threads())
+    }
+
+    fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
+        if gen.len() != self.gen.len() || disc.len() != self.disc.len() {
+            return Err(Error::runtime(format!(
+                "cpu backend: got {} + {} parameters, expected {} + {}",
+                gen.len(),
+                disc.len(),
+                self.gen.len(),
+                self.disc.len()
+            )));
+        }
+        self.gen.copy_from_slice(gen);
+        self.disc.copy_from_slice(disc);
+        Ok(())
+    }
+
+    fn phase1(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()> {
+        let n = task.chunks.len();
+        if n == 0 || task.chunks.end > self.setup.chunks {
+            return Err(Error::runtime(format!("cpu backend: bad chunk range {:?}", task.chunks)));
+        }
+        self.check_out(n, out)?;
+        let (lat, real) = match task.draw {
+            Draw::First => (Purpose::Latent, Purpose::Real),
+            Draw::Second => (Purpose::LatentG, Purpose::RealG),
+        };
+        let s = &self.setup;
+        let zs = Stream::new(s.seed, lat, task.step);
+        let xs = Stream::new(s.seed, real, task.step);
+        let (gen, disc, stride) = (&self.gen, &self.disc, self.layout.stride());
+        let latent = s.game.gen.input;
+        self.states[..n].par_iter_mut().zip(out.par_chunks_mut(stride)).enumerate().for_each(|(j, (st, o))| {
+            let first = ((task.chunks.start + j) * s.chunk) as u32;
+            for (r, z) in st.z.chunks_exact_mut(latent).enumerate() {
+                zs.normals(first + r as u32, z);
+            }
+            s.data.fill(&xs, first, st.real_mut());
+            phases::phase1(&s.game, gen, disc, st, o, task.with_gen_grad);
+        });
+        self.last = Some(task.clone());
+        Ok(())
+    }
+
+    fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
+        let task = self.last.as_ref().ok_or_else(|| Error::runtime("cpu backend: phase 2 before phase 1"))?;
+        let n = task.chunks.len();
+        self.check_out(n, out)?;
+        if v.len() != self.disc.len() {
+            return Err(Error::runtime(format!("cpu backend: v has {} values, expected {}", v.len(), self.disc.len())));
+        }
+        let (gen, disc, stride, game) = (&self.gen, &self.disc, self.layout.stride(), &self.setup.game);
+        self.states[..n]
+            .par_iter_mut()
+            .zip(out.par_chunks_mut(stride))
+            .for_each(|(st, o)| phases::phase2(game, gen, disc, v, st, o));
+        Ok(())
+    }
+}

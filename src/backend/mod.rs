@@ -1,0 +1,98 @@
+//! The compute backends behind one interface.  A backend owns a replica of
+//! both networks and computes, for a shard (a run of whole chunks of the
+//! minibatch), the two phases of a step as per-chunk partial sums (see
+//! `gan::phases::PartialLayout`); the caller reduces them in chunk order and
+//! runs the optimizer on fp32 master weights.  The CPU backend is the
+//! reference; a CUDA backend keeps device buffers, a stream and fp16 copies
+//! behind the same calls.
+
+pub mod cpu;
+
+use std::ops::Range;
+
+use crate::data::Mixture;
+use crate::error::{Error, Result};
+use crate::gan::phases::Game;
+
+pub use cpu::CpuBackend;
+
+/// Which minibatch of a step a phase works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Draw {
+    /// The step's minibatch (the only one of a simultaneous step; the D step of an alternating one).
+    First,
+    /// The fresh minibatch of an alternating step's G step.
+    Second,
+}
+
+/// The work of one phase 1 on one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardTask {
+    pub step: u64,
+    pub draw: Draw,
+    /// The chunks of the global minibatch this backend computes.
+    pub chunks: Range<usize>,
+    /// Also compute grad_G in phase 1 (when eta = 0 there is no phase 2).
+    pub with_gen_grad: bool,
+}
+
+/// Everything a backend needs to build its replica.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub game: Game,
+    pub data: Mixture,
+    pub seed: u64,
+    /// Samples per chunk.
+    pub chunk: usize,
+    /// Chunks per minibatch (the most one shard can hold).
+    pub chunks: usize,
+}
+
+pub trait Backend: Send {
+    /// `cpu` or `cuda`.
+    fn name(&self) -> &'static str;
+    /// The device, in words (for logs, bench and summary.json).
+    fn device(&self) -> String;
+    /// Takes the current fp32 master parameters (after every optimizer step).
+    fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()>;
+    /// Phase 1 on `task`'s chunks: `out` holds one row of partial sums per chunk.
+    fn phase1(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()>;
+    /// Phase 2 on the chunks of the last phase 1: v = grad_D V of the whole
+    /// minibatch; writes each chunk's grad_G into `out`.
+    fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()>;
+}
+
+/// Which backend a command asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "cpu" => Ok(BackendChoice::Cpu),
+            "cuda" => Ok(BackendChoice::Cuda),
+            _ => Err(Error::input(format!("--backend {s}: expected auto, cpu or cuda"))),
+        }
+    }
+}
+
+/// Builds the backend asked for.  This build has the CPU backend only:
+/// `auto` falls back to it with one log line, `cuda` is an error.
+pub fn create(choice: BackendChoice, setup: &Setup) -> Result<Box<dyn Backend>> {
+    match choice {
+        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(setup))),
+        BackendChoice::Auto => {
+            eprintln!("lockstep: backend auto: no CUDA backend in this build; using the CPU backend");
+            Ok(Box::new(CpuBackend::new(setup)))
+        }
+        BackendChoice::Cuda => {
+            Err(Error::input("--backend cuda: this build of lockstep has no CUDA backend yet; use --backend cpu"))
+        }
+    }
+}

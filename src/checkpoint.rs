@@ -1,0 +1,191 @@
+//! Checkpoints: safetensors files in PyTorch's layout.
+//!
+//! `generator.N.weight` is `[out, in]` and `generator.N.bias` `[out]`, with N
+//! the layer's index in `nn.Sequential` (likewise `discriminator.*`), so a
+//! PyTorch user loads the generator with `safetensors.torch.load_file`.
+//! Adam's moments are `optim.{generator,discriminator}.exp_avg.N.weight` and
+//! `exp_avg_sq`; the metadata holds the format, the step, the optimizer step
+//! counts, the skipped steps and the resolved config (TOML).
+//!
+//! Files are written atomically (temporary file, fsync, rename, fsync of the
+//! directory), so a crash leaves either the old file or the new one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::gan::phases::Game;
+use crate::gan::trainer::{self, TrainState};
+use crate::nn::Network;
+
+pub const FORMAT: &str = "lockstep-checkpoint-1";
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, "write", e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, "sync", e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "rename into place", e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn bytes_of(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Serializes the training state and its config.
+pub fn to_bytes(cfg: &Config, game: &Game, st: &TrainState) -> Result<Vec<u8>> {
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |prefix: &str, net: &Network, v: &[f32]| {
+        for t in net.tensors() {
+            owned.push((format!("{prefix}.{}", t.name), t.shape.clone(), bytes_of(&v[t.range.clone()])));
+        }
+    };
+    add("generator", &game.gen, &st.gen);
+    add("discriminator", &game.disc, &st.disc);
+    for (player, net, opt) in [("generator", &game.gen, &st.opt_gen), ("discriminator", &game.disc, &st.opt_disc)] {
+        if !opt.m.is_empty() {
+            add(&format!("optim.{player}.exp_avg"), net, &opt.m);
+            add(&format!("optim.{player}.exp_avg_sq"), net, &opt.v);
+        }
+    }
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("sizes match")))
+        .collect();
+    let meta: HashMap<String, String> = [
+        ("format", FORMAT.to_string()),
+        ("step", st.step.to_string()),
+        ("skipped_steps", st.skipped.to_string()),
+        ("optim.generator.step", st.opt_gen.t.to_string()),
+        ("optim.discriminator.step", st.opt_disc.t.to_string()),
+        ("seed", cfg.train.seed.to_string()),
+        ("loss_scale", "1".to_string()),
+        ("config", cfg.to_toml()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    safetensors::serialize(views, &Some(meta)).map_err(|e| Error::runtime(format!("cannot serialize checkpoint: {e}")))
+}
+
+/// Writes a checkpoint atomically.
+pub fn save(path: &Path, cfg: &Config, game: &Game, st: &TrainState) -> Result<()> {
+    write_atomic(path, &to_bytes(cfg, game, st)?)
+}
+
+/// A loaded checkpoint: its config and the training state.
+pub struct Loaded {
+    pub config: Config,
+    pub game: Game,
+    pub state: TrainState,
+}
+
+/// Reads and validates a checkpoint; any problem is an input error naming the file.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::input(format!(
+            "{}: cannot read checkpoint: {e} (check the path; checkpoints are in RUN/checkpoints/)",
+            path.display()
+        ))
+    })?;
+    from_bytes(&bytes).map_err(|m| {
+        Error::input(format!("{}: not a valid lockstep checkpoint: {m} (the file may be truncated or corrupt; use an earlier checkpoint)", path.display()))
+    })
+}
+
+fn from_bytes(bytes: &[u8]) -> std::result::Result<Loaded, String> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
+    let md = meta.metadata().clone().unwrap_or_default();
+    let get = |k: &str| md.get(k).ok_or_else(|| format!("metadata `{k}` missing"));
+    if get("format")? != FORMAT {
+        return Err(format!("format `{}`, expected `{FORMAT}`", get("format")?));
+    }
+    let num = |k: &str| -> std::result::Result<u64, String> {
+        get(k)?.parse::<u64>().map_err(|_| format!("metadata `{k}` is not a number"))
+    };
+    let config = Config::from_toml_str(get("config")?, "the checkpoint's config", &[]).map_err(|e| e.to_string())?;
+    let setup = trainer::setup(&config);
+    let game = setup.game;
+    let mut state = TrainState::init(&config, &game);
+    let read = |name: &str, net: &Network, out: &mut Vec<f32>| -> std::result::Result<(), String> {
+        for t in net.tensors() {
+            let full = format!("{name}.{}", t.name);
+            let v = st.tensor(&full).map_err(|_| format!("tensor `{full}` missing"))?;
+            if v.dtype() != Dtype::F32 || v.shape() != t.shape.as_slice() {
+                return Err(format!("tensor `{full}` is {:?} {:?}, expected F32 {:?}", v.dtype(), v.shape(), t.shape));
+            }
+            for (d, c) in out[t.range.clone()].iter_mut().zip(v.data().chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        Ok(())
+    };
+    read("generator", &game.gen, &mut state.gen)?;
+    read("discriminator", &game.disc, &mut state.disc)?;
+    if !state.opt_gen.m.is_empty() {
+        read("optim.generator.exp_avg", &game.gen, &mut state.opt_gen.m)?;
+        read("optim.generator.exp_avg_sq", &game.gen, &mut state.opt_gen.v)?;
+        read("optim.discriminator.exp_avg", &game.disc, &mut state.opt_disc.m)?;
+        read("optim.discriminator.exp_avg_sq", &game.disc, &mut state.opt_disc.v)?;
+    }
+    state.step = num("step")?;
+    state.skipped = num("skipped_steps")?;
+    state.opt_gen.t = num("optim.generator.step")?;
+    state.opt_disc.t = num("optim.discriminator.step")?;
+    if state.gen.iter().chain(&state.disc).any(|v| !v.is_finite()) {
+        return Err("parameters contain non-finite values".into());
+    }
+    Ok(Loaded { config, game, state })
+}
+
+/// `checkpoints/step-NNNNNNN.safetensors` under a run directory.
+pub fn path_for(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join("checkpoints").join(format!("step-{step:07}.safetensors"))
+}
+
+/// The newest checkpoint of a run directory (`checkpoints/latest` names it).
+pub fn latest(run_dir: &Path) -> Option<PathBuf> {
+    let dir = run_dir.join("checkpoints");
+    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
+    let p = dir.join(name.trim());
+    p.exists().then_some(p)
+}
+
+/// Writes a checkpoint of a run, points `latest` at it, and keeps the newest `keep`.
+pub fn save_in_run(run_dir: &Path, cfg: &Config, game: &Game, st: &TrainState, keep: usize) -> Result<PathBuf> {
+    let dir = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
+    let path = path_for(run_dir, st.step);
+    save(&path, cfg, game, st)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    write_atomic(&dir.join("latest"), format!("{name}\n").as_bytes())?;
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, "list", e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+        })
+        .collect();
+    all.sort();
+    let n = all.len();
+    for old in all.into_iter().take(n.saturating_sub(keep)) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(path)
+}

@@ -1,0 +1,268 @@
+//! `lockstep train`: local mode.  Resolves the config and the run directory,
+//! trains with a progress bar, and writes metrics, sample plots, checkpoints
+//! and summary.json as it goes; `--resume` continues from the newest
+//! checkpoint and ends bitwise where an uninterrupted run would.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::backend::{self, BackendChoice};
+use crate::checkpoint;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::eval;
+use crate::gan::trainer::{self, StepReport, TrainState, Trainer};
+use crate::telemetry::{self, MetricsLog};
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The config file (optional with --resume: the checkpoint holds one).
+    pub config: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub steps: Option<u64>,
+    pub seed: Option<u64>,
+    pub sets: Vec<String>,
+    pub resume: bool,
+    pub backend: BackendChoice,
+    pub workers: usize,
+    pub threads: usize,
+    /// No progress bar or progress lines.
+    pub quiet: bool,
+}
+
+/// The run's final figures, as written to summary.json.
+pub type Summary = serde_json::Value;
+
+/// `--steps` and `--seed` are shorthands for `--set train.steps=` and `train.seed=`.
+fn overrides(o: &TrainOptions) -> Vec<String> {
+    let mut s = o.sets.clone();
+    if let Some(n) = o.steps {
+        s.push(format!("train.steps={n}"));
+    }
+    if let Some(n) = o.seed {
+        s.push(format!("train.seed={n}"));
+    }
+    s
+}
+
+/// The newest `runs/<name>-*` directory holding a checkpoint.
+fn newest_run(name: &str) -> Option<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir("runs")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("{name}-"))))
+        .filter(|p| checkpoint::latest(p).is_some())
+        .collect();
+    v.sort();
+    v.pop()
+}
+
+/// The keys a resumed run may change (the length and the logging).
+fn same_game(a: &Config, b: &Config) -> bool {
+    let strip = |c: &Config| {
+        let mut c = c.clone();
+        c.train.steps = 0;
+        c.log = Default::default();
+        c
+    };
+    strip(a) == strip(b)
+}
+
+pub fn run(o: &TrainOptions) -> Result<Summary> {
+    if o.workers != 1 {
+        return Err(Error::input(format!(
+            "--workers {}: this build trains with one worker per process; use --workers 1",
+            o.workers
+        )));
+    }
+    super::set_threads(o.threads)?;
+    let sets = overrides(o);
+    let given = match &o.config {
+        Some(p) => Some(Config::load(p, &sets)?),
+        None if o.resume => None,
+        None => return Err(Error::input("no --config given; e.g. --config configs/mog-ring.toml")),
+    };
+
+    let (cfg, run_dir, state) = if o.resume {
+        let run_dir = match (&o.out, &given) {
+            (Some(d), _) => d.clone(),
+            (None, Some(c)) => newest_run(&c.name).ok_or_else(|| {
+                Error::input(format!(
+                    "--resume: no run of `{}` with a checkpoint under runs/; give --out RUN_DIR",
+                    c.name
+                ))
+            })?,
+            (None, None) => return Err(Error::input("--resume needs --out RUN_DIR or --config")),
+        };
+        let ck = checkpoint::latest(&run_dir).ok_or_else(|| {
+            Error::input(format!(
+                "--resume: {} has no checkpoint (checkpoints/latest is missing); start a new run without --resume",
+                run_dir.display()
+            ))
+        })?;
+        let loaded = checkpoint::load(&ck)?;
+        let mut cfg = loaded.config;
+        // The checkpoint's game, with this invocation's length and logging.
+        let wanted = match given {
+            Some(g) => {
+                if !same_game(&g, &cfg) {
+                    return Err(Error::input(format!(
+                        "--resume: the config differs from the one {} was trained with (only train.steps and [log] may change); drop --config to use the checkpoint's",
+                        ck.display()
+                    )));
+                }
+                g
+            }
+            None => Config::from_toml_str(&cfg.to_toml(), "the checkpoint's config", &sets)?,
+        };
+        cfg.train.steps = wanted.train.steps;
+        cfg.log = wanted.log;
+        if !o.quiet {
+            eprintln!("lockstep: resuming {} from step {} ({})", run_dir.display(), loaded.state.step, ck.display());
+        }
+        (cfg, run_dir, Some(loaded.state))
+    } else {
+        let cfg = given.expect("config given");
+        let run_dir = o
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", cfg.name, telemetry::timestamp())));
+        if checkpoint::latest(&run_dir).is_some() {
+            return Err(Error::input(format!(
+                "{} already holds a run with checkpoints; add --resume to continue it, or choose another --out",
+                run_dir.display()
+            )));
+        }
+        (cfg, run_dir, None)
+    };
+
+    for d in [run_dir.clone(), run_dir.join("samples"), run_dir.join("checkpoints")] {
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, "create", e))?;
+    }
+    checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+
+    let setup = trainer::setup(&cfg);
+    let backend = backend::create(o.backend, &setup)?;
+    let game = setup.game.clone();
+    let state = state.unwrap_or_else(|| TrainState::init(&cfg, &game));
+    if state.step > cfg.train.steps {
+        return Err(Error::input(format!(
+            "--resume: the checkpoint is at step {} but train.steps is {}; pass a larger --steps",
+            state.step, cfg.train.steps
+        )));
+    }
+    let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), state.step)?;
+    let mut t = Trainer::new(cfg.clone(), game, state, backend)?;
+    train_loop(&mut t, &run_dir, &mut metrics, o.quiet)
+}
+
+fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: bool) -> Result<Summary> {
+    let cfg = t.cfg.clone();
+    let total = cfg.train.steps;
+    let start_step = t.state.step;
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(start_step);
+    let plain = !quiet && bar.is_hidden();
+    let started = Instant::now();
+    let mut last_scores = None;
+    let at = |step: u64, every: u64| step == total || (every > 0 && step % every == 0);
+
+    while t.state.step < total {
+        let rep = t.step()?;
+        let step = t.state.step;
+        bar.set_position(step);
+        let elapsed = started.elapsed().as_secs_f64();
+        let sps = (step - start_step) as f64 / elapsed.max(1e-9);
+        let mut line = None;
+        if at(step, cfg.log.every) {
+            line = Some(report_json(&rep, step, t.state.skipped, sps, elapsed));
+        }
+        if at(step, cfg.log.eval_every) || at(step, cfg.log.sample_every) {
+            let samples = eval::generate(&t.game.gen, &t.state.gen, cfg.log.eval_samples, cfg.train.seed, step);
+            let data = crate::data::Mixture::from_config(&cfg.data);
+            if at(step, cfg.log.eval_every) {
+                let sc = eval::score(&data, &samples);
+                let l = line.get_or_insert_with(|| report_json(&rep, step, t.state.skipped, sps, elapsed));
+                l["scores"] = serde_json::to_value(&sc).expect("scores serialize");
+                let msg = format!(
+                    "V {:.4}  modes {}/{}  hq {:.1}%",
+                    rep.value,
+                    sc.modes_covered,
+                    sc.modes_total,
+                    100.0 * sc.high_quality_fraction
+                );
+                if plain {
+                    eprintln!("lockstep: step {step}/{total}  {sps:.0} steps/s  {msg}");
+                }
+                bar.set_message(msg);
+                last_scores = Some(sc);
+            }
+            if at(step, cfg.log.sample_every) {
+                let path = run_dir.join("samples").join(format!("step-{step:07}.png"));
+                let centres: Vec<[f32; 2]> = data.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
+                crate::plot::scatter_with_modes(&path, &samples, &centres, (3.0 * data.std) as f32)?;
+            }
+        }
+        if let Some(l) = line {
+            metrics.write(&l)?;
+        }
+        if at(step, cfg.log.checkpoint_every) {
+            checkpoint::save_in_run(run_dir, &cfg, &t.game, &t.state, cfg.log.keep_checkpoints)?;
+        }
+    }
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    let steps_run = total - start_step;
+    let mut summary = json!({
+        "config": cfg.name,
+        "steps": total,
+        "steps_this_run": steps_run,
+        "workers": 1,
+        "backend": t.backend().name(),
+        "device": t.backend().device(),
+        "wall_seconds": wall,
+        "steps_per_second": steps_run as f64 / wall.max(1e-9),
+        "skipped_steps": t.state.skipped,
+        "run_dir": run_dir.display().to_string(),
+    });
+    let sc = match last_scores {
+        Some(s) => s,
+        None => {
+            let data = crate::data::Mixture::from_config(&cfg.data);
+            eval::score(&data, &eval::generate(&t.game.gen, &t.state.gen, cfg.log.eval_samples, cfg.train.seed, total))
+        }
+    };
+    for (k, v) in serde_json::to_value(&sc).expect("scores serialize").as_object().expect("object") {
+        summary[k] = v.clone();
+    }
+    if let Some(m) = telemetry::peak_rss_mib() {
+        summary["peak_rss_mib"] = json!(m);
+    }
+    let text = serde_json::to_string_pretty(&summary).expect("json");
+    checkpoint::write_atomic(&run_dir.join("summary.json"), format!("{text}\n").as_bytes())?;
+    Ok(summary)
+}
+
+fn report_json(r: &StepReport, step: u64, skipped: u64, sps: f64, elapsed: f64) -> serde_json::Value {
+    json!({
+        "step": step,
+        "value": r.value,
+        "gen_loss": r.gen_loss,
+        "grad_norm_disc": r.grad_norm_disc,
+        "grad_norm_gen": r.grad_norm_gen,
+        "regularizer": r.regularizer,
+        "d_accuracy_real": r.d_accuracy_real,
+        "d_accuracy_fake": r.d_accuracy_fake,
+        "skipped_steps": skipped,
+        "steps_per_second": sps,
+        "wall_seconds": elapsed,
+    })
+}

@@ -1,0 +1,195 @@
+//! The two phases of a training step on one chunk of the minibatch, on the
+//! CPU (generic over f32 and f64).  A chunk's results are partial sums that
+//! the coordinator adds in chunk order (see `PartialLayout`).
+//!
+//! Phase 1 (from the current parameters): G forward; D forward on the real
+//! and fake samples; V's terms; grad_D V by one D backward; and, when eta = 0,
+//! grad_G of the generator's loss.
+//!
+//! Phase 2 (eta > 0, given v = grad_D V of the whole minibatch): the
+//! regularizer's generator gradient.  With h(x) = -f'(-D(x)) · Ḋ_v(x), the
+//! generator's adjoint at a fake sample x is
+//!
+//!   x̄ = [ ℓ'(D) + 2η f''(-D) Ḋ_v ] ∂D/∂x  +  [ -2η f'(-D) ] ∂Ḋ_v/∂x   (per sample, / B)
+//!
+//! where ℓ is the generator's loss per sample: one jvp pass and one
+//! jvp_backward pass through D give x̄, and one backward pass through G the
+//! whole generator gradient (no double backprop, no finite differences).
+
+use std::ops::Range;
+
+use super::objective::Objective;
+use crate::nn::{Float, Network, Workspace};
+
+/// Statistics every chunk reports, as sums over its samples (already divided
+/// by the global batch where they are means).
+pub mod stat {
+    /// E f(D(x_real)), the real half of V.
+    pub const V_REAL: usize = 0;
+    /// E f(-D(G(z))), the fake half of V.
+    pub const V_FAKE: usize = 1;
+    /// The generator's loss without the regularizer.
+    pub const GEN_LOSS: usize = 2;
+    /// Fraction of real samples judged real (D > 0).
+    pub const REAL_CORRECT: usize = 3;
+    /// Fraction of fake samples judged fake (D < 0).
+    pub const FAKE_CORRECT: usize = 4;
+    pub const COUNT: usize = 5;
+}
+
+/// Where each quantity sits in one chunk's row of partial sums:
+/// `[grad_D | grad_G | stats]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialLayout {
+    pub n_disc: usize,
+    pub n_gen: usize,
+}
+
+impl PartialLayout {
+    pub fn stride(&self) -> usize {
+        self.n_disc + self.n_gen + stat::COUNT
+    }
+    pub fn disc(&self) -> Range<usize> {
+        0..self.n_disc
+    }
+    pub fn gen(&self) -> Range<usize> {
+        self.n_disc..self.n_disc + self.n_gen
+    }
+    pub fn stats(&self) -> Range<usize> {
+        self.n_disc + self.n_gen..self.stride()
+    }
+}
+
+/// What every chunk's computation needs to know about the game.
+#[derive(Debug, Clone)]
+pub struct Game {
+    pub gen: Network,
+    pub disc: Network,
+    pub objective: Objective,
+    pub eta: f64,
+    /// The global minibatch size (means divide by it).
+    pub batch: usize,
+}
+
+impl Game {
+    pub fn layout(&self) -> PartialLayout {
+        PartialLayout { n_disc: self.disc.n_params, n_gen: self.gen.n_params }
+    }
+}
+
+/// The buffers of one chunk, allocated once.
+#[derive(Debug, Clone)]
+pub struct ChunkState<T> {
+    pub rows: usize,
+    /// Latents, rows × latent.
+    pub z: Vec<T>,
+    /// D's input: the real samples (rows 0..n) then the fake ones (n..2n).
+    pub x: Vec<T>,
+    gws: Workspace<T>,
+    dws: Workspace<T>,
+    /// Adjoints of D's output (2n), and of its tangent (n).
+    ybar: Vec<T>,
+    ydotbar: Vec<T>,
+    /// The generator's adjoint at the fake samples.
+    xbar: Vec<T>,
+}
+
+impl<T: Float> ChunkState<T> {
+    pub fn new(game: &Game, rows: usize) -> Self {
+        let dim = game.disc.input;
+        ChunkState {
+            rows,
+            z: vec![T::ZERO; rows * game.gen.input],
+            x: vec![T::ZERO; 2 * rows * dim],
+            gws: Workspace::new(&game.gen, rows),
+            dws: Workspace::new(&game.disc, 2 * rows),
+            ybar: vec![T::ZERO; 2 * rows],
+            ydotbar: vec![T::ZERO; rows],
+            xbar: vec![T::ZERO; rows * dim],
+        }
+    }
+
+    /// The real samples (fill before phase 1).
+    pub fn real_mut(&mut self) -> &mut [T] {
+        let half = self.x.len() / 2;
+        &mut self.x[..half]
+    }
+
+    /// The fake samples of the last phase 1.
+    pub fn fake(&self) -> &[T] {
+        &self.x[self.x.len() / 2..]
+    }
+}
+
+/// Phase 1 on one chunk; `out` is the chunk's row of partial sums.  Writes
+/// grad_D V and the stats; grad_G too when `with_gen_grad` (eta = 0).
+pub fn phase1<T: Float>(game: &Game, pg: &[T], pd: &[T], st: &mut ChunkState<T>, out: &mut [T], with_gen_grad: bool) {
+    let n = st.rows;
+    let lay = game.layout();
+    let dim = game.disc.input;
+    let inv_b = T::ONE / T::from_f64(game.batch as f64);
+    let obj = game.objective;
+
+    game.gen.forward(pg, &st.z, &mut st.gws, n);
+    let half = n * dim;
+    st.x[half..].copy_from_slice(game.gen.output_of(&st.gws, 0..n));
+    game.disc.forward(pd, &st.x, &mut st.dws, 2 * n);
+
+    let mut s = [T::ZERO; stat::COUNT];
+    {
+        let d = game.disc.output_of(&st.dws, 0..2 * n);
+        for i in 0..n {
+            let (dr, df) = (d[i], d[n + i]);
+            st.ybar[i] = obj.df(dr) * inv_b;
+            st.ybar[n + i] = -obj.df(-df) * inv_b;
+            s[stat::V_REAL] += obj.f(dr);
+            s[stat::V_FAKE] += obj.f(-df);
+            s[stat::GEN_LOSS] += obj.gen_loss(df);
+            if dr > T::ZERO {
+                s[stat::REAL_CORRECT] += T::ONE;
+            }
+            if df < T::ZERO {
+                s[stat::FAKE_CORRECT] += T::ONE;
+            }
+        }
+    }
+    for (o, v) in out[lay.stats()].iter_mut().zip(s) {
+        *o = v * inv_b;
+    }
+    game.disc.backward(pd, &st.x, &mut st.dws, 0..2 * n, &st.ybar, Some(&mut out[lay.disc()]), None);
+
+    if with_gen_grad {
+        let d = game.disc.output_of(&st.dws, n..2 * n);
+        for (yb, &d) in st.ybar.iter_mut().zip(d) {
+            *yb = obj.gen_loss_grad(d) * inv_b;
+        }
+        let fake = &st.x[half..];
+        game.disc.backward(pd, fake, &mut st.dws, n..2 * n, &st.ybar[..n], None, Some(&mut st.xbar));
+        game.gen.backward(pg, &st.z, &mut st.gws, 0..n, &st.xbar, Some(&mut out[lay.gen()]), None);
+    }
+}
+
+/// Phase 2 on one chunk, after its phase 1: writes the generator gradient of
+/// its loss plus eta * ||v||^2 into `out`'s grad_G, where v = grad_D V of the
+/// whole minibatch (the discriminator's parameter direction).
+pub fn phase2<T: Float>(game: &Game, pg: &[T], pd: &[T], v: &[T], st: &mut ChunkState<T>, out: &mut [T]) {
+    let n = st.rows;
+    let lay = game.layout();
+    let half = n * game.disc.input;
+    let inv_b = T::ONE / T::from_f64(game.batch as f64);
+    let two_eta = T::from_f64(2.0 * game.eta);
+    let obj = game.objective;
+
+    let fake = &st.x[half..];
+    game.disc.jvp(pd, v, fake, None, &mut st.dws, n..2 * n);
+    {
+        let d = game.disc.output_of(&st.dws, n..2 * n);
+        let ddot = game.disc.tangent_of(&st.dws, n).expect("D's output tangent along v");
+        for i in 0..n {
+            st.ybar[i] = (obj.gen_loss_grad(d[i]) + two_eta * obj.d2f(-d[i]) * ddot[i]) * inv_b;
+            st.ydotbar[i] = -two_eta * obj.df(-d[i]) * inv_b;
+        }
+    }
+    game.disc.jvp_backward(pd, v, fake, None, &mut st.dws, n..2 * n, &st.ybar[..n], &st.ydotbar, &mut st.xbar, None);
+    game.gen.backward(pg, &st.z, &mut st.gws, 0..n, &st.xbar, Some(&mut out[lay.gen()]), None);
+}

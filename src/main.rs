@@ -1,0 +1,156 @@
+//! The `lockstep` command line: flags in, one library call out.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lockstep::backend::BackendChoice;
+use lockstep::cmd::{bench, eval, train};
+use lockstep::{toy, Result};
+
+#[derive(Parser)]
+#[command(name = "lockstep", version, about = "GAN training made locally stable (Nagarajan & Kolter, 2017)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train in local mode: an embedded coordinator and its workers in one process.
+    Train {
+        /// The config file, e.g. configs/mog-ring.toml (optional with --resume).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Number of workers.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// auto, cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+        /// The run directory (default runs/<name>-<timestamp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Total steps (overrides train.steps).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Seed (overrides train.seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override a config key, e.g. --set train.eta=0 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Continue the run in --out (or the newest run of the config) from its newest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// CPU threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// The paper's toy systems: trajectory, Jacobian eigenvalues, plot.
+    Toy {
+        /// wgan-quadratic or dirac.
+        #[arg(long)]
+        system: toy::ToySystem,
+        /// gan or wgan.
+        #[arg(long, default_value = "wgan")]
+        objective: toy::ToyObjective,
+        /// Regularizer weight.
+        #[arg(long)]
+        eta: f64,
+        /// Integration steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Step size.
+        #[arg(long)]
+        dt: Option<f64>,
+        /// rk4 (the gradient flow) or euler (discrete simultaneous gradient descent).
+        #[arg(long, default_value = "rk4")]
+        integrator: toy::Integrator,
+        /// Where trajectory.png and toy.json go.
+        #[arg(long, default_value = "runs/toy")]
+        out: PathBuf,
+    },
+    /// Score a checkpoint (one JSON line on stdout).
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Samples to score (default: the config's log.eval_samples, 2,500).
+        #[arg(long)]
+        n: Option<usize>,
+    },
+    /// Draw samples from a checkpoint's generator into a .png plot or a .csv file.
+    Sample {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 2500)]
+        n: usize,
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the latents (default: the run's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Time training steps; prints one JSON line.
+    Bench {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+        /// Timed steps (after the warm-up).
+        #[arg(long, default_value_t = 300)]
+        steps: u64,
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// CPU threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train { config, workers, backend, out, steps, seed, sets, resume, threads, quiet } => {
+            let o = train::TrainOptions { config, out, steps, seed, sets, resume, backend, workers, threads, quiet };
+            let summary = train::run(&o)?;
+            println!("{summary}");
+        }
+        Command::Toy { system, objective, eta, steps, dt, integrator, out } => {
+            let mut o = toy::ToyOptions::new(system, objective, eta);
+            o.integrator = integrator;
+            if let Some(s) = steps {
+                o.steps = s;
+            }
+            if let Some(d) = dt {
+                o.dt = d;
+            }
+            let report = toy::run(&o, &out)?;
+            println!("{}", serde_json::to_string(&report).expect("report serializes"));
+        }
+        Command::Eval { checkpoint, n } => println!("{}", eval::run_eval(&checkpoint, n)?),
+        Command::Sample { checkpoint, n, out, seed } => eval::run_sample(&checkpoint, n, &out, seed)?,
+        Command::Bench { config, backend, steps, warmup, workers, threads, sets } => {
+            let o = bench::BenchOptions { config: &config, backend, steps, warmup, workers, threads, sets };
+            println!("{}", bench::run(&o)?);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lockstep: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

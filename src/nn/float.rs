@@ -1,0 +1,144 @@
+//! The scalar types the CPU passes run in: f32 for training, f64 for
+//! gradient checks.  Matrix products go through the `gemm` crate (measured
+//! faster than `matrixmultiply` on our shapes: `cargo run --release --example
+//! gemm_choice`), always single-threaded: parallelism is over chunks.
+
+use std::fmt::Debug;
+use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
+
+pub trait Float:
+    Copy
+    + Debug
+    + Default
+    + PartialOrd
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + MulAssign
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn tanh(self) -> Self;
+    fn is_finite(self) -> bool;
+}
+
+macro_rules! impl_float {
+    ($t:ty) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            #[inline]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline]
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            #[inline]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+        }
+    };
+}
+impl_float!(f32);
+impl_float!(f64);
+
+/// A row-major matrix view: `rows × cols` with row stride `cols`, or its
+/// transpose when `t` is set (then the stored matrix is `cols × rows`).
+#[derive(Clone, Copy)]
+pub struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub t: bool,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// The stored row-major `rows × cols` matrix.
+    pub fn n(data: &'a [T], rows: usize, cols: usize) -> Self {
+        debug_assert!(data.len() >= rows * cols);
+        Mat { data, rows, cols, t: false }
+    }
+
+    /// The transpose of the stored row-major `cols × rows` matrix.
+    pub fn t(data: &'a [T], rows: usize, cols: usize) -> Self {
+        debug_assert!(data.len() >= rows * cols);
+        Mat { data, rows, cols, t: true }
+    }
+
+    fn strides(&self) -> (isize, isize) {
+        // (row stride, column stride) in elements
+        if self.t {
+            (1, self.rows as isize)
+        } else {
+            (self.cols as isize, 1)
+        }
+    }
+}
+
+/// `c = a · b` (`accumulate`: `c += a · b`), c row-major `a.rows × b.cols`.
+pub fn matmul<T: Float>(a: Mat<T>, b: Mat<T>, c: &mut [T], accumulate: bool) {
+    assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(c.len() >= m * n, "matmul: output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(T::ZERO);
+        }
+        return;
+    }
+    let (ars, acs) = a.strides();
+    let (brs, bcs) = b.strides();
+    // SAFETY: the strides and sizes describe memory inside the slices, which
+    // the asserts above and the Mat constructors check; `c` does not alias.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            acs,
+            ars,
+            b.data.as_ptr(),
+            bcs,
+            brs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}

@@ -1,0 +1,12 @@
+//! Layers and sequential networks with their four passes (forward, backward,
+//! jvp, jvp_backward) on the CPU, generic over f32 and f64, and the
+//! orthogonal initialisation.
+
+pub mod float;
+pub mod init;
+pub mod layer;
+pub mod network;
+
+pub use float::Float;
+pub use layer::{Activation, LayerSpec};
+pub use network::{Network, ParamTensor, Workspace};

@@ -1,0 +1,73 @@
+//! What a run reports about itself: metrics.jsonl (one JSON object per log
+//! interval, appended and flushed as it goes) and process figures.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// An append-only JSON-lines log.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending, first dropping any line whose `step` is
+    /// beyond `keep_up_to` (lines a crashed run wrote after its last checkpoint).
+    pub fn open(path: &Path, keep_up_to: u64) -> Result<MetricsLog> {
+        if path.exists() {
+            let f = std::fs::File::open(path).map_err(|e| Error::io(path, "read", e))?;
+            let kept: Vec<String> = std::io::BufReader::new(f)
+                .lines()
+                .map_while(|l| l.ok())
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                        .is_some_and(|s| s <= keep_up_to)
+                })
+                .collect();
+            let mut text = kept.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            crate::checkpoint::write_atomic(path, text.as_bytes())?;
+        }
+        let file =
+            std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, "open", e))?;
+        Ok(MetricsLog { path: path.to_path_buf(), file })
+    }
+
+    pub fn write(&mut self, line: &serde_json::Value) -> Result<()> {
+        let mut s = line.to_string();
+        s.push('\n');
+        self.file.write_all(s.as_bytes()).map_err(|e| Error::io(&self.path, "append to", e))?;
+        self.file.flush().map_err(|e| Error::io(&self.path, "flush", e))
+    }
+}
+
+/// Peak resident memory of this process in MiB (Linux; None elsewhere).
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, for run directory names.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
