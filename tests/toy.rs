@@ -4,9 +4,7 @@
 use lockstep::toy::{self, Integrator, ToyObjective, ToyOptions, ToyReport, ToySystem};
 
 fn simulate(system: ToySystem, objective: ToyObjective, eta: f64) -> ToyReport {
-    toy::simulate(&ToyOptions::new(system, objective, eta))
-        .unwrap()
-        .0
+    toy::simulate(&ToyOptions::new(system, objective, eta)).unwrap().0
 }
 
 /// The two eigenvalues as (re, im), sorted by imaginary then real part.
@@ -45,21 +43,14 @@ fn wgan_quadratic_unregularized_orbits_forever() {
     assert!(!r.diverged);
     assert_eq!(r.steps_taken, r.steps);
     let (h0, h1) = (r.conserved_initial.unwrap(), r.conserved_final.unwrap());
-    assert!(
-        (h1 - h0).abs() <= 1e-6 * h0.abs(),
-        "conserved quantity drifted: {h0} -> {h1}"
-    );
+    assert!((h1 - h0).abs() <= 1e-6 * h0.abs(), "conserved quantity drifted: {h0} -> {h1}");
     assert!(
         r.distance_to_equilibrium >= 0.5 * r.initial_distance,
         "{} vs initial {}",
         r.distance_to_equilibrium,
         r.initial_distance
     );
-    assert_eigs(
-        &r.jacobian_eigenvalues,
-        vec![[0.0, 2.0 / 3.0], [0.0, -2.0 / 3.0]],
-        "eta 0",
-    );
+    assert_eigs(&r.jacobian_eigenvalues, vec![[0.0, 2.0 / 3.0], [0.0, -2.0 / 3.0]], "eta 0");
 }
 
 #[test]
@@ -71,11 +62,7 @@ fn wgan_quadratic_regularized_converges() {
     assert!((r.final_state[1] - 1.0).abs() < 1e-3, "{:?}", r.final_state);
     assert_eq!(r.conserved_initial, None);
     assert_eq!(r.conserved_final, None);
-    assert_eigs(
-        &r.jacobian_eigenvalues,
-        eig(0.0, -2.0 / 3.0, 2.0 / 3.0, -8.0 * eta / 9.0),
-        "eta 0.5",
-    );
+    assert_eigs(&r.jacobian_eigenvalues, eig(0.0, -2.0 / 3.0, 2.0 / 3.0, -8.0 * eta / 9.0), "eta 0.5");
     // Every eigenvalue has a negative real part.
     assert!(r.jacobian_eigenvalues.iter().all(|e| e[0] < 0.0));
 }
@@ -95,12 +82,7 @@ fn wgan_quadratic_with_gan_objective() {
         assert!(r.converged, "eta {eta}: {r:?}");
         assert_eigs(
             &r.jacobian_eigenvalues,
-            eig(
-                vpp,
-                -2.0 * d / 3.0,
-                2.0 * d / 3.0 * (1.0 + 2.0 * eta * vpp),
-                -8.0 * eta * d * d / 9.0,
-            ),
+            eig(vpp, -2.0 * d / 3.0, 2.0 * d / 3.0 * (1.0 + 2.0 * eta * vpp), -8.0 * eta * d * d / 9.0),
             "gan",
         );
         assert!(r.jacobian_eigenvalues.iter().all(|e| e[0] < 0.0));
@@ -124,21 +106,14 @@ fn dirac_needs_the_regularizer() {
         let eta = 0.5;
         let r = simulate(ToySystem::Dirac, objective, eta);
         assert!(r.converged, "{objective}: {r:?}");
-        assert_eigs(
-            &r.jacobian_eigenvalues,
-            eig(0.0, -d, d, -2.0 * eta * d * d),
-            "dirac eta 0.5",
-        );
+        assert_eigs(&r.jacobian_eigenvalues, eig(0.0, -d, d, -2.0 * eta * d * d), "dirac eta 0.5");
     }
 }
 
 #[test]
 fn euler_on_dirac_spirals_outwards() {
     for objective in [ToyObjective::Gan, ToyObjective::Wgan] {
-        let opts = ToyOptions {
-            integrator: Integrator::Euler,
-            ..ToyOptions::new(ToySystem::Dirac, objective, 0.0)
-        };
+        let opts = ToyOptions { integrator: Integrator::Euler, ..ToyOptions::new(ToySystem::Dirac, objective, 0.0) };
         let (r, traj) = toy::simulate(&opts).unwrap();
         assert_eq!(r.integrator, "euler");
         assert!(!r.converged);
@@ -153,32 +128,21 @@ fn euler_on_dirac_spirals_outwards() {
         assert!(traj.windows(2).all(|w| radius(&w[1]) >= radius(&w[0])));
 
         // The regularizer fixes discrete GD too.
-        let opts = ToyOptions {
-            integrator: Integrator::Euler,
-            ..ToyOptions::new(ToySystem::Dirac, objective, 0.5)
-        };
+        let opts = ToyOptions { integrator: Integrator::Euler, ..ToyOptions::new(ToySystem::Dirac, objective, 0.5) };
         assert!(toy::simulate(&opts).unwrap().0.converged);
     }
 }
 
 #[test]
 fn run_writes_png_and_json() {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("lockstep-toy-{}-{nanos}", std::process::id()));
-    let opts = ToyOptions {
-        steps: 500,
-        ..ToyOptions::new(ToySystem::WganQuadratic, ToyObjective::Wgan, 0.5)
-    };
+    let opts = ToyOptions { steps: 500, ..ToyOptions::new(ToySystem::WganQuadratic, ToyObjective::Wgan, 0.5) };
     let report = toy::run(&opts, &dir.join("nested")).unwrap();
     let out = dir.join("nested");
 
     let file = std::fs::File::open(out.join("trajectory.png")).unwrap();
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .unwrap();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
     assert_eq!((info.width, info.height), (640, 640));
