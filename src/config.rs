@@ -222,7 +222,7 @@ impl Config {
             let path = e.path().to_string();
             Error::input(format!(
                 "{origin}: key `{path}`: {} (see configs/mog-ring.toml for every key and its default)",
-                one_line(&e.inner().to_string())
+                plain_types(&one_line(&e.inner().to_string()))
             ))
         })?;
         cfg.validate().map_err(|(key, msg)| Error::input(format!("{origin}: key `{key}`: {msg}")))?;
@@ -374,6 +374,14 @@ fn apply_override(root: &mut toml::Table, spec: &str) -> Result<()> {
     }
     table.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
+}
+
+/// Serde's Rust type names in words a config author knows.
+fn plain_types(s: &str) -> String {
+    s.replace("expected usize", "expected a non-negative integer")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected f64", "expected a number")
+        .replace("expected i64", "expected an integer")
 }
 
 fn one_line(s: &str) -> String {

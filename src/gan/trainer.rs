@@ -206,15 +206,21 @@ impl Trainer {
     }
 }
 
-/// out = Σ_chunks rows[c][range], added in chunk order.
+/// out = Σ_chunks rows[c][range], added in chunk order for every element
+/// (split over threads by element, which does not change any sum).
 fn reduce(partials: &[f32], stride: usize, range: std::ops::Range<usize>, out: &mut [f32]) {
-    let mut rows = partials.chunks_exact(stride);
-    out.copy_from_slice(&rows.next().expect("at least one chunk")[range.clone()]);
-    for r in rows {
-        for (o, v) in out.iter_mut().zip(&r[range.clone()]) {
-            *o += v;
+    use rayon::prelude::*;
+    const PIECE: usize = 4096;
+    out.par_chunks_mut(PIECE).enumerate().for_each(|(i, o)| {
+        let start = range.start + i * PIECE;
+        let mut rows = partials.chunks_exact(stride);
+        o.copy_from_slice(&rows.next().expect("at least one chunk")[start..start + o.len()]);
+        for r in rows {
+            for (o, v) in o.iter_mut().zip(&r[start..]) {
+                *o += v;
+            }
         }
-    }
+    });
 }
 
 fn sum_sq(v: &[f32]) -> f64 {

@@ -142,3 +142,34 @@ pub fn matmul<T: Float>(a: Mat<T>, b: Mat<T>, c: &mut [T], accumulate: bool) {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `matmul` with every combination of transposes, against the definition.
+    #[test]
+    fn matmul_matches_the_definition() {
+        let val = |s: usize, i: usize| ((i * 7 + s * 13) % 11) as f64 * 0.25 - 1.0;
+        for (m, k, n) in [(5, 7, 3), (64, 2, 128), (128, 64, 2), (64, 128, 1), (1, 3, 9), (9, 1, 4), (3, 0, 2)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a: Vec<f64> = (0..m * k).map(|i| val(1, i)).collect();
+                let b: Vec<f64> = (0..k * n).map(|i| val(2, i)).collect();
+                let am = if ta { Mat::t(&a, m, k) } else { Mat::n(&a, m, k) };
+                let bm = if tb { Mat::t(&b, k, n) } else { Mat::n(&b, k, n) };
+                let ga = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+                let gb = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+                for acc in [false, true] {
+                    let mut c = vec![0.5; m * n];
+                    matmul(am, bm, &mut c, acc);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want = (0..k).map(|p| ga(i, p) * gb(p, j)).sum::<f64>() + if acc { 0.5 } else { 0.0 };
+                            assert!((c[i * n + j] - want).abs() < 1e-12, "{m}x{k}x{n} ta {ta} tb {tb} acc {acc}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -26,6 +26,8 @@ pub struct Network {
     /// Offset of each Linear layer's weight (its bias follows it).
     offsets: Vec<usize>,
     pub n_params: usize,
+    /// Index of the first Linear layer (no input gradient is needed below it).
+    first_linear: Option<usize>,
 }
 
 impl Network {
@@ -41,7 +43,8 @@ impl Network {
             }
             widths.push(w);
         }
-        Network { layers, input, widths, offsets, n_params: n }
+        let first_linear = layers.iter().position(|l| matches!(l, LayerSpec::Linear { .. }));
+        Network { layers, input, widths, offsets, n_params: n, first_linear }
     }
 
     pub fn output(&self) -> usize {
@@ -129,7 +132,8 @@ impl Network {
         for l in (0..self.layers.len()).rev() {
             let (wi, wo) = (self.width_in(l), self.width_out(l));
             let inp = if l == 0 { &x[..n * wi] } else { &ws.acts[l - 1][rows.start * wi..rows.end * wi] };
-            let need_dx = l > 0 || dx.is_some();
+            // dL/d(input) only where a parameter or the caller needs it.
+            let need_dx = dx.is_some() || self.first_linear.is_some_and(|f| f < l);
             let g = &ws.ga[..n * wo];
             let gx = &mut ws.gb[..n * wi];
             match self.layers[l] {

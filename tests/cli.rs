@@ -1,0 +1,217 @@
+//! The command line end to end: bad input gets a one-line error naming the
+//! key or file and the fix, exit code 2, and nothing written over; a run
+//! killed with SIGKILL and resumed ends bitwise where a straight run ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lockstep::checkpoint;
+
+const TINY: &str = "tests/data/tiny-ring.toml";
+
+fn lockstep() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lockstep"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lockstep-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    lockstep().args(args).output().expect("lockstep runs")
+}
+
+/// Asserts a bad-input failure: exit code 2 and one line of stderr holding every `needle`.
+fn assert_input_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "expected exit code 2, stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` not in: {}", lines[0]);
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn bad_configs_name_the_key_and_write_nothing() {
+    let d = tmp("badcfg");
+    let base = std::fs::read_to_string(TINY).unwrap();
+    let out_dir = d.join("run");
+    let o = out_dir.to_str().unwrap();
+    let cases: Vec<(String, Vec<&str>, Vec<&str>)> = vec![
+        (base.replace("batch = 64", "bacth = 64"), vec![], vec!["train.bacth", "unknown field"]),
+        (base.replace("batch = 64", "batch = \"big\""), vec![], vec!["train.batch", "expected a non-negative integer"]),
+        (base.clone(), vec!["--set", "train.batch=0"], vec!["train.batch", "at least 1"]),
+        (base.clone(), vec!["--set", "optimizer.lr=-0.001"], vec!["optimizer.lr", "> 0"]),
+        (base.clone(), vec!["--set", "train.batch=100"], vec!["train.batch", "multiple of train.chunk"]),
+        (base.replace("\"relu\"", "\"relux\""), vec![], vec!["generator.layers", "relux"]),
+        (base.clone(), vec!["--set", "train.eta=nan"], vec!["train.eta"]),
+        ("[train\nsteps = 1".to_string(), vec![], vec!["not valid TOML"]),
+    ];
+    for (i, (text, extra, needles)) in cases.iter().enumerate() {
+        let cfg = write(&d, &format!("c{i}.toml"), text);
+        let mut args = vec!["train", "--config", &cfg, "--out", o, "--quiet"];
+        args.extend(extra);
+        let out = run(&args);
+        let mut needles = needles.clone();
+        needles.push(&cfg);
+        assert_input_error(&out, &needles);
+        assert!(!out_dir.exists(), "case {i}: the run directory was created");
+    }
+    let out = run(&["train", "--config", "no/such.toml", "--quiet"]);
+    assert_input_error(&out, &["no/such.toml", "--config"]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_are_refused_and_left_alone() {
+    let d = tmp("badck");
+    let run_dir = d.join("run");
+    let r = run_dir.to_str().unwrap();
+    let out = run(&["train", "--config", TINY, "--out", r, "--steps", "100", "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ck = checkpoint::latest(&run_dir).expect("a checkpoint");
+    let good = std::fs::read(&ck).unwrap();
+
+    // Missing.
+    let missing = d.join("missing.safetensors");
+    assert_input_error(&run(&["eval", "--checkpoint", missing.to_str().unwrap()]), &["missing.safetensors"]);
+    // Truncated, at several lengths, and garbage.
+    for cut in [0, 7, 100, good.len() / 2, good.len() - 1] {
+        let bad = d.join(format!("cut{cut}.safetensors"));
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        let b = bad.to_str().unwrap();
+        assert_input_error(&run(&["eval", "--checkpoint", b]), &[b, "truncated or corrupt"]);
+        let png = d.join("s.png");
+        assert_input_error(&run(&["sample", "--checkpoint", b, "--n", "10", "--out", png.to_str().unwrap()]), &[b]);
+        assert!(!png.exists());
+    }
+    // A truncated newest checkpoint: resume refuses and changes nothing.
+    let cut = &good[..good.len() / 3];
+    std::fs::write(&ck, cut).unwrap();
+    let before = std::fs::read(run_dir.join("metrics.jsonl")).unwrap();
+    let out = run(&["train", "--out", r, "--resume", "--steps", "200", "--quiet"]);
+    assert_input_error(&out, &[ck.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&ck).unwrap(), cut);
+    assert_eq!(std::fs::read(run_dir.join("metrics.jsonl")).unwrap(), before);
+    // An existing run without --resume is not written over.
+    std::fs::write(&ck, &good).unwrap();
+    let out = run(&["train", "--config", TINY, "--out", r, "--quiet"]);
+    assert_input_error(&out, &["--resume"]);
+    assert_eq!(std::fs::read(&ck).unwrap(), good);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn killed_and_resumed_run_is_bitwise_identical() {
+    let d = tmp("resume");
+    let (a, b) = (d.join("straight"), d.join("killed"));
+    let args = |dir: &Path| {
+        vec![
+            "train".to_string(),
+            "--config".into(),
+            TINY.into(),
+            "--out".into(),
+            dir.display().to_string(),
+            "--steps".into(),
+            "3000".into(),
+            "--quiet".into(),
+        ]
+    };
+    let out = lockstep().args(args(&a)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut child = lockstep().args(args(&b)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    // Kill it once it has written a checkpoint past the first, mid-run.
+    loop {
+        let step = checkpoint::latest(&b).and_then(|p| {
+            p.file_name()?.to_str()?.trim_start_matches("step-").trim_end_matches(".safetensors").parse::<u64>().ok()
+        });
+        if step.is_some_and(|s| s >= 200) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it could be killed; make it longer");
+    assert!(!b.join("summary.json").exists());
+
+    let out = lockstep().args(["train", "--out", b.to_str().unwrap(), "--resume", "--quiet"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let x = checkpoint::load(&checkpoint::latest(&a).unwrap()).unwrap().state;
+    let y = checkpoint::load(&checkpoint::latest(&b).unwrap()).unwrap().state;
+    assert_eq!(x.step, 3000);
+    assert_eq!(y.step, 3000);
+    assert_eq!(bits(&x.gen), bits(&y.gen));
+    assert_eq!(bits(&x.disc), bits(&y.disc));
+    assert_eq!(bits(&x.opt_gen.m), bits(&y.opt_gen.m));
+    assert_eq!(bits(&x.opt_gen.v), bits(&y.opt_gen.v));
+    assert_eq!(bits(&x.opt_disc.v), bits(&y.opt_disc.v));
+    assert_eq!((x.opt_gen.t, x.opt_disc.t), (y.opt_gen.t, y.opt_disc.t));
+    // The metrics log has each step once, in order, as the straight run's.
+    let steps = |dir: &Path| -> Vec<u64> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(steps(&a), steps(&b));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn eval_and_sample_read_a_checkpoint() {
+    let d = tmp("eval");
+    let r = d.join("run");
+    let out = run(&["train", "--config", TINY, "--out", r.to_str().unwrap(), "--steps", "100", "--quiet"]);
+    assert!(out.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(r.join("summary.json")).unwrap()).unwrap();
+    for k in [
+        "steps",
+        "workers",
+        "backend",
+        "wall_seconds",
+        "steps_per_second",
+        "modes_covered",
+        "modes_total",
+        "high_quality_fraction",
+        "reverse_kl",
+    ] {
+        assert!(summary.get(k).is_some(), "summary.json lacks {k}");
+    }
+    assert!(r.join("samples/step-0000100.png").exists());
+    assert!(r.join("config.toml").exists());
+    let ck = checkpoint::latest(&r).unwrap();
+    let out = run(&["eval", "--checkpoint", ck.to_str().unwrap()]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["step"], 100);
+    assert_eq!(v["modes_total"], 8);
+    assert_eq!(v["samples"], 500);
+    let csv = d.join("s.csv");
+    let out = run(&["sample", "--checkpoint", ck.to_str().unwrap(), "--n", "37", "--out", csv.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 38);
+    assert!(text.lines().skip(1).all(|l| l.split(',').all(|x| x.parse::<f32>().unwrap().is_finite())));
+    std::fs::remove_dir_all(&d).unwrap();
+}
