@@ -11,7 +11,6 @@
 //! directory), so a crash leaves either the old file or the new one.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -19,27 +18,12 @@ use safetensors::SafeTensors;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 use crate::gan::phases::Game;
 use crate::gan::trainer::{self, TrainState};
 use crate::nn::Network;
 
 pub const FORMAT: &str = "lockstep-checkpoint-1";
-
-/// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, "write", e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, "sync", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "rename into place", e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
 
 fn bytes_of(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()

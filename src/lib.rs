@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod fsutil;
 pub mod gan;
 pub mod nn;
 pub mod plot;

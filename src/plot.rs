@@ -314,22 +314,8 @@ impl Canvas {
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let bytes =
             self.encode_png().map_err(|e| Error::io(path, "encode PNG", std::io::Error::other(e.to_string())))?;
-        write_atomic(path, "png.tmp", &bytes)
+        crate::fsutil::write_atomic(path, &bytes)
     }
-}
-
-/// Write `bytes` to `path` through a temporary sibling with extension `tmp_ext`.
-pub(crate) fn write_atomic(path: &Path, tmp_ext: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(tmp_ext);
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, "write", e));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, "write", e));
-    }
-    Ok(())
 }
 
 /// The square plot window for [`scatter_with_modes`]: the modes' bounding

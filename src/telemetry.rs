@@ -32,7 +32,7 @@ impl MetricsLog {
             if !text.is_empty() {
                 text.push('\n');
             }
-            crate::checkpoint::write_atomic(path, text.as_bytes())?;
+            crate::fsutil::write_atomic(path, text.as_bytes())?;
         }
         let file =
             std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, "open", e))?;

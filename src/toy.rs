@@ -646,7 +646,7 @@ pub fn run(opts: &ToyOptions, out_dir: &Path) -> Result<ToyReport> {
     plot_trajectory(opts, &trajectory, &out_dir.join("trajectory.png"))?;
     let json = serde_json::to_string_pretty(&report)
         .map_err(|e| Error::runtime(format!("cannot serialize the toy report: {e}")))?;
-    plot::write_atomic(&out_dir.join("toy.json"), "json.tmp", format!("{json}\n").as_bytes())?;
+    crate::fsutil::write_atomic(&out_dir.join("toy.json"), format!("{json}\n").as_bytes())?;
     Ok(report)
 }
 

@@ -89,3 +89,25 @@ fn every_objective_and_update_trains_without_non_finite_steps() {
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error() {
+    let d = tmp("diverge");
+    let o = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--set", "optimizer.lr=1e30"])
+        .args(["--out", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("training diverged") && err.contains("lower optimizer.lr"), "{err}");
+    assert!(!d.join("summary.json").exists());
+    // No checkpoint holds non-finite parameters.
+    for e in std::fs::read_dir(d.join("checkpoints")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            checkpoint::load(&p).unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

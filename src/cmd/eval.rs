@@ -46,6 +46,6 @@ pub fn run_sample(ckpt: &Path, n: usize, out: &Path, seed: Option<u64>) -> Resul
         for p in &samples {
             s.push_str(&format!("{},{}\n", p[0], p[1]));
         }
-        checkpoint::write_atomic(out, s.as_bytes())
+        crate::fsutil::write_atomic(out, s.as_bytes())
     }
 }

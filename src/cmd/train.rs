@@ -142,7 +142,7 @@ pub fn run(o: &TrainOptions) -> Result<Summary> {
     for d in [run_dir.clone(), run_dir.join("samples"), run_dir.join("checkpoints")] {
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, "create", e))?;
     }
-    checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    crate::fsutil::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
 
     let setup = trainer::setup(&cfg);
     let backend = backend::create(o.backend, &setup)?;
@@ -247,7 +247,7 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
         summary["peak_rss_mib"] = json!(m);
     }
     let text = serde_json::to_string_pretty(&summary).expect("json");
-    checkpoint::write_atomic(&run_dir.join("summary.json"), format!("{text}\n").as_bytes())?;
+    crate::fsutil::write_atomic(&run_dir.join("summary.json"), format!("{text}\n").as_bytes())?;
     Ok(summary)
 }
 

@@ -200,6 +200,13 @@ impl Trainer {
                 )));
             }
         }
+        if !self.state.gen.iter().chain(&self.state.disc).all(|v| v.is_finite()) {
+            return Err(Error::runtime(format!(
+                "training diverged: the parameters became non-finite at step {} (from finite gradients: the \
+                 learning rate is too large); lower optimizer.lr and resume from the last checkpoint or start again",
+                self.state.step
+            )));
+        }
         self.backend.set_params(&self.state.gen, &self.state.disc)?;
         self.state.step += 1;
         Ok(rep)

@@ -100,7 +100,18 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+static MATMULS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Matrix products computed so far by this process (for bench and tests).
+pub fn matmul_count() -> u64 {
+    MATMULS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `c = a · b` (`accumulate`: `c += a · b`), c row-major `a.rows × b.cols`.
+///
+/// The `gemm` crate allocates its packing scratch on every call (a flag
+/// vector and, when it packs, the packed panel); everything else in a
+/// training step is allocated once.
 pub fn matmul<T: Float>(a: Mat<T>, b: Mat<T>, c: &mut [T], accumulate: bool) {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -116,6 +127,7 @@ pub fn matmul<T: Float>(a: Mat<T>, b: Mat<T>, c: &mut [T], accumulate: bool) {
     }
     let (ars, acs) = a.strides();
     let (brs, bcs) = b.strides();
+    MATMULS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: the strides and sizes describe memory inside the slices, which
     // the asserts above and the Mat constructors check; `c` does not alias.
     unsafe {

@@ -175,13 +175,7 @@ impl Network {
             let (wi, wo) = (self.width_in(l), self.width_out(l));
             let inp = if l == 0 { &x[..n * wi] } else { &ws.acts[l - 1][rows.start * wi..rows.end * wi] };
             let (before, after) = ws.tans.split_at_mut(l);
-            let tin: Option<&[T]> = if l == 0 {
-                xdot.map(|t| &t[..n * wi])
-            } else if ws.tan_some[l - 1] {
-                Some(&before[l - 1][..n * wi])
-            } else {
-                None
-            };
+            let tin = input_tangent(l, xdot, before, &ws.tan_some, n * wi);
             let tout = &mut after[0][..n * wo];
             let some = match self.layers[l] {
                 LayerSpec::Linear { .. } => {
@@ -230,13 +224,7 @@ impl Network {
         for l in (0..self.layers.len()).rev() {
             let (wi, wo) = (self.width_in(l), self.width_out(l));
             let inp = if l == 0 { &x[..n * wi] } else { &ws.acts[l - 1][rows.start * wi..rows.end * wi] };
-            let tin: Option<&[T]> = if l == 0 {
-                xdot.map(|t| &t[..n * wi])
-            } else if ws.tan_some[l - 1] {
-                Some(&ws.tans[l - 1][..n * wi])
-            } else {
-                None
-            };
+            let tin = input_tangent(l, xdot, &ws.tans, &ws.tan_some, n * wi);
             let out_some = ws.tan_some[l];
             let (yb, xb) = (&ws.ga[..n * wo], &mut ws.gb[..n * wi]);
             let (tb, xtb) = (&ws.ta[..n * wo], &mut ws.tb[..n * wi]);
@@ -265,6 +253,23 @@ impl Network {
                 xdb[..n * self.input].fill(T::ZERO);
             }
         }
+    }
+}
+
+/// The tangent of layer `l`'s input (its first `len` values): the network's
+/// input tangent for layer 0, else the previous layer's output tangent; None
+/// where it is identically zero.
+fn input_tangent<'a, T>(
+    l: usize,
+    xdot: Option<&'a [T]>,
+    tans: &'a [Vec<T>],
+    some: &[bool],
+    len: usize,
+) -> Option<&'a [T]> {
+    if l == 0 {
+        xdot.map(|t| &t[..len])
+    } else {
+        some[l - 1].then(|| &tans[l - 1][..len])
     }
 }
 

@@ -1,0 +1,58 @@
+//! The CPU backend allocates no buffers per step: every buffer is allocated
+//! once, when the trainer is built.  What is left is the `gemm` crate's own
+//! scratch (its packing flags and panels, allocated inside a product), so the test allows at most one allocation per matrix product
+//! and none besides.  (Alone in its file: the counting allocator sees the
+//! whole process.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lockstep::backend::{self, BackendChoice};
+use lockstep::config::Config;
+use lockstep::gan::trainer::{self, TrainState, Trainer};
+use lockstep::nn::float::matmul_count;
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn training_steps_do_not_allocate() {
+    for update in ["simultaneous", "alternating"] {
+        for eta in ["0.5", "0"] {
+            let sets = [format!("train.update=\"{update}\""), format!("train.eta={eta}")];
+            let cfg = Config::load(std::path::Path::new("configs/mog-ring.toml"), &sets).unwrap();
+            let setup = trainer::setup(&cfg);
+            let be = backend::create(BackendChoice::Cpu, &setup).unwrap();
+            let st = TrainState::init(&cfg, &setup.game);
+            let mut t = Trainer::new(cfg, setup.game, st, be).unwrap();
+            for _ in 0..3 {
+                t.step().unwrap();
+            }
+            let (n0, g0) = (ALLOCS.load(Ordering::SeqCst), matmul_count());
+            for _ in 0..20 {
+                t.step().unwrap();
+            }
+            let (n, g) = (ALLOCS.load(Ordering::SeqCst) - n0, matmul_count() - g0);
+            eprintln!("{update}, eta {eta}: {} allocations and {} matrix products per step", n / 20, g / 20);
+            assert!(g > 0);
+            assert!(n <= g as usize, "{update}, eta {eta}: {n} allocations for {g} products in 20 steps");
+        }
+    }
+}
