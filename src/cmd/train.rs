@@ -165,8 +165,11 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
     let start_step = t.state.step;
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len}  {rate}  eta {eta}  {msg}")
             .expect("valid template")
+            .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} steps/s", s.per_sec());
+            })
             .progress_chars("=> "),
     );
     bar.set_position(start_step);
@@ -174,6 +177,10 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
     let started = Instant::now();
     let mut last_scores = None;
     let at = |step: u64, every: u64| step == total || (every > 0 && step % every == 0);
+    let data = crate::data::Mixture::from_config(&cfg.data);
+    let centres: Vec<[f32; 2]> = data.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
+    let mode_radius = (3.0 * data.std) as f32;
+    let mut scores_msg = String::new();
 
     while t.state.step < total {
         let rep = t.step()?;
@@ -181,35 +188,34 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
         bar.set_position(step);
         let elapsed = started.elapsed().as_secs_f64();
         let sps = (step - start_step) as f64 / elapsed.max(1e-9);
-        let mut line = None;
-        if at(step, cfg.log.every) {
-            line = Some(report_json(&rep, step, t.state.skipped, sps, elapsed));
-        }
-        if at(step, cfg.log.eval_every) || at(step, cfg.log.sample_every) {
+        let (log_now, eval_now, plot_now) =
+            (at(step, cfg.log.every), at(step, cfg.log.eval_every), at(step, cfg.log.sample_every));
+        let mut line = (log_now || eval_now).then(|| report_json(&rep, step, t.state.skipped, sps, elapsed));
+        if eval_now || plot_now {
             let samples = eval::generate(&t.game.gen, &t.state.gen, cfg.log.eval_samples, cfg.train.seed, step);
-            let data = crate::data::Mixture::from_config(&cfg.data);
-            if at(step, cfg.log.eval_every) {
+            if eval_now {
                 let sc = eval::score(&data, &samples);
-                let l = line.get_or_insert_with(|| report_json(&rep, step, t.state.skipped, sps, elapsed));
-                l["scores"] = serde_json::to_value(&sc).expect("scores serialize");
-                let msg = format!(
-                    "V {:.4}  modes {}/{}  hq {:.1}%",
-                    rep.value,
+                if let Some(l) = line.as_mut() {
+                    l["scores"] = serde_json::to_value(&sc).expect("scores serialize");
+                }
+                scores_msg = format!(
+                    "modes {}/{}  hq {:.1}%",
                     sc.modes_covered,
                     sc.modes_total,
                     100.0 * sc.high_quality_fraction
                 );
                 if plain {
-                    eprintln!("lockstep: step {step}/{total}  {sps:.0} steps/s  {msg}");
+                    eprintln!("lockstep: step {step}/{total}  {sps:.0} steps/s  V {:.4}  {scores_msg}", rep.value);
                 }
-                bar.set_message(msg);
                 last_scores = Some(sc);
             }
-            if at(step, cfg.log.sample_every) {
+            if plot_now {
                 let path = run_dir.join("samples").join(format!("step-{step:07}.png"));
-                let centres: Vec<[f32; 2]> = data.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
-                crate::plot::scatter_with_modes(&path, &samples, &centres, (3.0 * data.std) as f32)?;
+                crate::plot::scatter_with_modes(&path, &samples, &centres, mode_radius)?;
             }
+        }
+        if log_now || eval_now {
+            bar.set_message(format!("V {:.4}  {scores_msg}", rep.value));
         }
         if let Some(l) = line {
             metrics.write(&l)?;
@@ -236,7 +242,6 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
     let sc = match last_scores {
         Some(s) => s,
         None => {
-            let data = crate::data::Mixture::from_config(&cfg.data);
             eval::score(&data, &eval::generate(&t.game.gen, &t.state.gen, cfg.log.eval_samples, cfg.train.seed, total))
         }
     };
