@@ -41,7 +41,7 @@ fn training_steps_do_not_allocate() {
             let setup = trainer::setup(&cfg);
             let be = backend::create(BackendChoice::Cpu, &setup).unwrap();
             let st = TrainState::init(&cfg, &setup.game);
-            let mut t = Trainer::new(cfg, setup.game, st, be).unwrap();
+            let mut t = Trainer::new(cfg, setup.game, st, vec![be]).unwrap();
             for _ in 0..3 {
                 t.step().unwrap();
             }

@@ -36,6 +36,29 @@ fn short_ring_covers_all_modes_with_mostly_high_quality_samples() {
 }
 
 #[test]
+fn one_two_and_three_workers_give_bitwise_the_same_parameters() {
+    // The authors' config, 200 steps: per-chunk partial sums added in chunk
+    // order make the worker count irrelevant, to the bit.
+    let states: Vec<_> = ["1", "2", "3"]
+        .iter()
+        .map(|n| {
+            let d = tmp(&format!("workers{n}"));
+            let s = train(&["--config", "configs/mog-ring.toml", "--steps", "200", "--workers", n], &d);
+            assert_eq!(s["workers"].as_u64().unwrap(), n.parse::<u64>().unwrap());
+            let st = checkpoint::load(&checkpoint::latest(&d).unwrap()).unwrap().state;
+            std::fs::remove_dir_all(&d).unwrap();
+            st
+        })
+        .collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for s in &states[1..] {
+        assert_eq!(bits(&s.gen), bits(&states[0].gen));
+        assert_eq!(bits(&s.disc), bits(&states[0].disc));
+        assert_eq!(bits(&s.opt_gen.v), bits(&states[0].opt_gen.v));
+    }
+}
+
+#[test]
 fn results_do_not_depend_on_the_number_of_threads() {
     let states: Vec<_> = ["1", "2", "3"]
         .iter()

@@ -54,6 +54,10 @@ impl Backend for CpuBackend {
         format!("{} ({} threads)", std::env::consts::ARCH, rayon::current_num_threads())
     }
 
+    fn capacity(&self) -> f64 {
+        rayon::current_num_threads() as f64
+    }
+
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
         if gen.len() != self.gen.len() || disc.len() != self.disc.len() {
             return Err(Error::runtime(format!(

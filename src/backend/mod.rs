@@ -53,6 +53,8 @@ pub trait Backend: Send {
     fn name(&self) -> &'static str;
     /// The device, in words (for logs, bench and summary.json).
     fn device(&self) -> String;
+    /// Relative speed, for sizing shards (a CPU backend: its thread count).
+    fn capacity(&self) -> f64;
     /// Takes the current fp32 master parameters (after every optimizer step).
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()>;
     /// Phase 1 on `task`'s chunks: `out` holds one row of partial sums per chunk.
@@ -88,7 +90,10 @@ pub fn create(choice: BackendChoice, setup: &Setup) -> Result<Box<dyn Backend>> 
     match choice {
         BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(setup))),
         BackendChoice::Auto => {
-            eprintln!("lockstep: backend auto: no CUDA backend in this build; using the CPU backend");
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!("lockstep: backend auto: no CUDA backend in this build; using the CPU backend")
+            });
             Ok(Box::new(CpuBackend::new(setup)))
         }
         BackendChoice::Cuda => {

@@ -35,9 +35,9 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
     let mut cfg = Config::load(o.config, &o.sets)?;
     cfg.train.steps = o.steps + o.warmup;
     let setup = trainer::setup(&cfg);
-    let be = backend::create(o.backend, &setup)?;
+    let workers = (0..o.workers).map(|_| backend::create(o.backend, &setup)).collect::<Result<Vec<_>>>()?;
     let state = TrainState::init(&cfg, &setup.game);
-    let mut t = Trainer::new(cfg.clone(), setup.game, state, be)?;
+    let mut t = Trainer::new(cfg.clone(), setup.game, state, workers)?;
     for _ in 0..o.warmup {
         t.step()?;
     }
@@ -51,7 +51,7 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         "config": cfg.name,
         "backend": t.backend().name(),
         "device": t.backend().device(),
-        "workers": o.workers,
+        "workers": t.workers(),
         "threads": rayon::current_num_threads(),
         "batch": cfg.train.batch,
         "eta": cfg.train.eta,

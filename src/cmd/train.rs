@@ -72,11 +72,8 @@ fn same_game(a: &Config, b: &Config) -> bool {
 }
 
 pub fn run(o: &TrainOptions) -> Result<Summary> {
-    if o.workers != 1 {
-        return Err(Error::input(format!(
-            "--workers {}: this build trains with one worker per process; use --workers 1",
-            o.workers
-        )));
+    if o.workers == 0 {
+        return Err(Error::input("--workers 0: give at least 1"));
     }
     super::set_threads(o.threads)?;
     let sets = overrides(o);
@@ -145,7 +142,7 @@ pub fn run(o: &TrainOptions) -> Result<Summary> {
     crate::fsutil::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
 
     let setup = trainer::setup(&cfg);
-    let backend = backend::create(o.backend, &setup)?;
+    let workers = (0..o.workers).map(|_| backend::create(o.backend, &setup)).collect::<Result<Vec<_>>>()?;
     let game = setup.game.clone();
     let state = state.unwrap_or_else(|| TrainState::init(&cfg, &game));
     if state.step > cfg.train.steps {
@@ -155,7 +152,7 @@ pub fn run(o: &TrainOptions) -> Result<Summary> {
         )));
     }
     let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), state.step)?;
-    let mut t = Trainer::new(cfg.clone(), game, state, backend)?;
+    let mut t = Trainer::new(cfg.clone(), game, state, workers)?;
     train_loop(&mut t, &run_dir, &mut metrics, o.quiet)
 }
 
@@ -231,7 +228,7 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
         "config": cfg.name,
         "steps": total,
         "steps_this_run": steps_run,
-        "workers": 1,
+        "workers": t.workers(),
         "backend": t.backend().name(),
         "device": t.backend().device(),
         "wall_seconds": wall,

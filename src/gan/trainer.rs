@@ -1,6 +1,11 @@
-//! The trainer: drives the two phases of every step on the backend, reduces
-//! the per-chunk partial sums in chunk order, skips a step with any
-//! non-finite value, and runs the optimizers on fp32 master weights.
+//! The trainer (the coordinator's loop): cuts each minibatch into shards of
+//! whole chunks, one per worker in proportion to its capacity, drives the two
+//! phases of every step on the workers' backends, reduces the per-chunk
+//! partial sums in chunk order (so the result does not depend on how many
+//! workers there are), skips a step with any non-finite value, and runs the
+//! optimizers on fp32 master weights.
+
+use std::ops::Range;
 
 use serde::Serialize;
 
@@ -81,7 +86,9 @@ pub struct Trainer {
     pub cfg: Config,
     pub game: Game,
     pub state: TrainState,
-    backend: Box<dyn Backend>,
+    /// The workers' backends and the chunks each computes.
+    workers: Vec<Box<dyn Backend>>,
+    shards: Vec<Range<usize>>,
     layout: PartialLayout,
     partials: Vec<f32>,
     grad_disc: Vec<f32>,
@@ -95,8 +102,16 @@ pub struct Trainer {
 pub const MAX_SKIPS_IN_A_ROW: u64 = 100;
 
 impl Trainer {
-    pub fn new(cfg: Config, game: Game, state: TrainState, mut backend: Box<dyn Backend>) -> Result<Trainer> {
-        backend.set_params(&state.gen, &state.disc)?;
+    /// A trainer over `workers` (at least one), in local mode.
+    pub fn new(cfg: Config, game: Game, state: TrainState, mut workers: Vec<Box<dyn Backend>>) -> Result<Trainer> {
+        if workers.is_empty() {
+            return Err(Error::input("no workers; use --workers 1 or more"));
+        }
+        for w in workers.iter_mut() {
+            w.set_params(&state.gen, &state.disc)?;
+        }
+        let capacities: Vec<f64> = workers.iter().map(|w| w.capacity()).collect();
+        let shards = assign_shards(cfg.chunks(), &capacities);
         let layout = game.layout();
         Ok(Trainer {
             partials: vec![0.0; cfg.chunks() * layout.stride()],
@@ -108,25 +123,75 @@ impl Trainer {
             cfg,
             game,
             state,
-            backend,
+            workers,
+            shards,
         })
     }
 
+    /// The first worker's backend (they are all of one kind in local mode).
     pub fn backend(&self) -> &dyn Backend {
-        self.backend.as_ref()
+        self.workers[0].as_ref()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The chunks each worker computes.
+    pub fn shards(&self) -> &[Range<usize>] {
+        &self.shards
+    }
+
+    /// Runs `f` on every worker with a shard, each with its rows of the
+    /// partial sums, concurrently when there are several.
+    fn on_workers(
+        &mut self,
+        f: &(dyn Fn(&mut dyn Backend, Range<usize>, &mut [f32]) -> Result<()> + Sync),
+    ) -> Result<()> {
+        let stride = self.layout.stride();
+        let mut rest: &mut [f32] = &mut self.partials;
+        let mut jobs = Vec::new();
+        let mut single = None;
+        for (w, shard) in self.workers.iter_mut().zip(&self.shards) {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(shard.len() * stride);
+            rest = tail;
+            if shard.is_empty() {
+                continue;
+            }
+            if self.shards.len() == 1 {
+                single = Some((w, shard.clone(), mine));
+            } else {
+                jobs.push((w, shard.clone(), mine));
+            }
+        }
+        if let Some((w, shard, out)) = single {
+            return f(w.as_mut(), shard, out);
+        }
+        use rayon::prelude::*;
+        jobs.into_par_iter().map(|(w, shard, out)| f(w.as_mut(), shard, out)).collect()
+    }
+
+    fn set_params(&mut self) -> Result<()> {
+        for w in self.workers.iter_mut() {
+            w.set_params(&self.state.gen, &self.state.disc)?;
+        }
+        Ok(())
     }
 
     /// Phase 1 on the whole minibatch, reduced: fills grad_disc, stats, and
     /// grad_gen when eta = 0 (else phase 2 does, with v = grad_disc).
     fn gradients(&mut self, draw: Draw, want_gen: bool) -> Result<()> {
         let with_gen_grad = want_gen && self.game.eta == 0.0;
-        let task = ShardTask { step: self.state.step, draw, chunks: 0..self.cfg.chunks(), with_gen_grad };
-        self.backend.phase1(&task, &mut self.partials)?;
+        let step = self.state.step;
+        self.on_workers(&|w, chunks, out| w.phase1(&ShardTask { step, draw, chunks, with_gen_grad }, out))?;
         reduce(&self.partials, self.layout.stride(), self.layout.disc(), &mut self.grad_disc);
         reduce(&self.partials, self.layout.stride(), self.layout.stats(), &mut self.stats);
         if want_gen {
             if !with_gen_grad {
-                self.backend.phase2(&self.grad_disc, &mut self.partials)?;
+                let v = std::mem::take(&mut self.grad_disc);
+                let r = self.on_workers(&|w, _, out| w.phase2(&v, out));
+                self.grad_disc = v;
+                r?;
             }
             reduce(&self.partials, self.layout.stride(), self.layout.gen(), &mut self.grad_gen);
         }
@@ -175,7 +240,7 @@ impl Trainer {
                 ok = self.finite();
                 if ok {
                     self.state.opt_disc.step(&mut self.state.disc, &self.grad_disc);
-                    self.backend.set_params(&self.state.gen, &self.state.disc)?;
+                    self.set_params()?;
                     self.gradients(Draw::Second, true)?;
                     rep.grad_norm_gen = sum_sq(&self.grad_gen).sqrt();
                     ok = self.finite();
@@ -207,10 +272,38 @@ impl Trainer {
                 self.state.step
             )));
         }
-        self.backend.set_params(&self.state.gen, &self.state.disc)?;
+        self.set_params()?;
         self.state.step += 1;
         Ok(rep)
     }
+}
+
+/// Cuts `chunks` chunks into one contiguous run per worker, in proportion to
+/// the workers' capacities (largest remainders first, ties to the earlier
+/// worker); a worker may get none when there are more workers than chunks.
+pub fn assign_shards(chunks: usize, capacities: &[f64]) -> Vec<Range<usize>> {
+    let total: f64 = capacities.iter().map(|c| c.max(0.0)).sum();
+    let share = |c: f64| if total > 0.0 { c.max(0.0) / total } else { 1.0 / capacities.len() as f64 };
+    let exact: Vec<f64> = capacities.iter().map(|&c| share(c) * chunks as f64).collect();
+    let mut counts: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..capacities.len()).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+    let mut left = chunks - counts.iter().sum::<usize>();
+    for &i in order.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        counts[i] += 1;
+        left -= 1;
+    }
+    let mut start = 0;
+    counts
+        .into_iter()
+        .map(|n| {
+            start += n;
+            start - n..start
+        })
+        .collect()
 }
 
 /// out = Σ_chunks rows[c][range], added in chunk order for every element
@@ -232,4 +325,27 @@ fn reduce(partials: &[f32], stride: usize, range: std::ops::Range<usize>, out: &
 
 fn sum_sq(v: &[f32]) -> f64 {
     v.iter().map(|&x| (x as f64) * (x as f64)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assign_shards;
+
+    #[test]
+    fn shards_follow_capacity_and_cover_every_chunk_once() {
+        assert_eq!(assign_shards(8, &[1.0]), vec![0..8]);
+        assert_eq!(assign_shards(8, &[1.0, 1.0]), vec![0..4, 4..8]);
+        assert_eq!(assign_shards(8, &[1.0, 1.0, 1.0]), vec![0..3, 3..6, 6..8]);
+        assert_eq!(assign_shards(8, &[3.0, 1.0]), vec![0..6, 6..8]);
+        assert_eq!(assign_shards(2, &[1.0, 1.0, 1.0]), vec![0..1, 1..2, 2..2]);
+        for n in 1..40 {
+            for caps in [vec![1.0, 2.0, 3.0], vec![5.0, 0.5], vec![1.0; 7]] {
+                let s = assign_shards(n, &caps);
+                assert_eq!(s.len(), caps.len());
+                assert_eq!(s[0].start, 0);
+                assert_eq!(s.last().unwrap().end, n);
+                assert!(s.windows(2).all(|w| w[0].end == w[1].start));
+            }
+        }
+    }
 }
