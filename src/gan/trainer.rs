@@ -82,6 +82,9 @@ pub struct StepReport {
     pub skipped: bool,
 }
 
+/// What a phase asks of one worker: its backend, its chunks, its rows of partial sums.
+type WorkerJob<'a> = dyn Fn(&mut dyn Backend, Range<usize>, &mut [f32]) -> Result<()> + Sync + 'a;
+
 pub struct Trainer {
     pub cfg: Config,
     pub game: Game,
@@ -144,10 +147,7 @@ impl Trainer {
 
     /// Runs `f` on every worker with a shard, each with its rows of the
     /// partial sums, concurrently when there are several.
-    fn on_workers(
-        &mut self,
-        f: &(dyn Fn(&mut dyn Backend, Range<usize>, &mut [f32]) -> Result<()> + Sync),
-    ) -> Result<()> {
+    fn on_workers(&mut self, f: &WorkerJob<'_>) -> Result<()> {
         let stride = self.layout.stride();
         let mut rest: &mut [f32] = &mut self.partials;
         let mut jobs = Vec::new();
