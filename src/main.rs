@@ -25,6 +25,9 @@ enum Command {
         /// Number of workers.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// inproc (direct calls) or grpc (the same over loopback gRPC).
+        #[arg(long, default_value = "inproc")]
+        transport: train::Transport,
         /// auto, cpu or cuda.
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
@@ -107,6 +110,9 @@ enum Command {
         warmup: u64,
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// inproc or grpc.
+        #[arg(long, default_value = "inproc")]
+        transport: train::Transport,
         /// CPU threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -118,8 +124,20 @@ enum Command {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, workers, backend, out, steps, seed, sets, resume, threads, quiet } => {
-            let o = train::TrainOptions { config, out, steps, seed, sets, resume, backend, workers, threads, quiet };
+        Command::Train { config, workers, transport, backend, out, steps, seed, sets, resume, threads, quiet } => {
+            let o = train::TrainOptions {
+                config,
+                out,
+                steps,
+                seed,
+                sets,
+                resume,
+                backend,
+                workers,
+                transport,
+                threads,
+                quiet,
+            };
             let summary = train::run(&o)?;
             println!("{summary}");
         }
@@ -137,8 +155,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { checkpoint, n } => println!("{}", eval::run_eval(&checkpoint, n)?),
         Command::Sample { checkpoint, n, out, seed } => eval::run_sample(&checkpoint, n, &out, seed)?,
-        Command::Bench { config, backend, steps, warmup, workers, threads, sets } => {
-            let o = bench::BenchOptions { config: &config, backend, steps, warmup, workers, threads, sets };
+        Command::Bench { config, backend, steps, warmup, workers, transport, threads, sets } => {
+            let o = bench::BenchOptions { config: &config, backend, steps, warmup, workers, transport, threads, sets };
             println!("{}", bench::run(&o)?);
         }
     }

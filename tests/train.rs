@@ -59,6 +59,28 @@ fn one_two_and_three_workers_give_bitwise_the_same_parameters() {
 }
 
 #[test]
+fn grpc_and_in_process_workers_give_bitwise_the_same_parameters() {
+    let run = |transport: &str, workers: &str| {
+        let d = tmp(&format!("{transport}{workers}"));
+        let s = train(
+            &["--config", "tests/data/tiny-ring.toml", "--steps", "60", "--workers", workers, "--transport", transport],
+            &d,
+        );
+        assert_eq!(s["steps"], 60);
+        let st = checkpoint::load(&checkpoint::latest(&d).unwrap()).unwrap().state;
+        std::fs::remove_dir_all(&d).unwrap();
+        st
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let base = run("inproc", "1");
+    for (t, w) in [("grpc", "1"), ("grpc", "2"), ("grpc", "3"), ("inproc", "3")] {
+        let s = run(t, w);
+        assert_eq!(bits(&s.gen), bits(&base.gen), "{t} with {w} workers");
+        assert_eq!(bits(&s.disc), bits(&base.disc), "{t} with {w} workers");
+    }
+}
+
+#[test]
 fn results_do_not_depend_on_the_number_of_threads() {
     let states: Vec<_> = ["1", "2", "3"]
         .iter()

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::backend::{self, BackendChoice};
+use crate::backend::BackendChoice;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gan::trainer::{self, TrainState, Trainer};
@@ -17,16 +17,14 @@ pub struct BenchOptions<'a> {
     pub steps: u64,
     pub warmup: u64,
     pub workers: usize,
+    pub transport: super::train::Transport,
     pub threads: usize,
     pub sets: Vec<String>,
 }
 
 pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
-    if o.workers != 1 {
-        return Err(Error::input(format!(
-            "--workers {}: this build benchmarks one worker; use --workers 1",
-            o.workers
-        )));
+    if o.workers == 0 {
+        return Err(Error::input("--workers 0: give at least 1"));
     }
     if o.steps == 0 {
         return Err(Error::input("--steps must be at least 1"));
@@ -35,7 +33,7 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
     let mut cfg = Config::load(o.config, &o.sets)?;
     cfg.train.steps = o.steps + o.warmup;
     let setup = trainer::setup(&cfg);
-    let workers = (0..o.workers).map(|_| backend::create(o.backend, &setup)).collect::<Result<Vec<_>>>()?;
+    let (_loopback, workers) = super::train::local_workers(&cfg, o.workers, o.backend, o.transport)?;
     let state = TrainState::init(&cfg, &setup.game);
     let mut t = Trainer::new(cfg.clone(), setup.game, state, workers)?;
     for _ in 0..o.warmup {
@@ -52,6 +50,7 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         "backend": t.backend().name(),
         "device": t.backend().device(),
         "workers": t.workers(),
+        "transport": format!("{:?}", o.transport).to_lowercase(),
         "threads": rayon::current_num_threads(),
         "batch": cfg.train.batch,
         "eta": cfg.train.eta,

@@ -28,9 +28,48 @@ pub struct TrainOptions {
     pub resume: bool,
     pub backend: BackendChoice,
     pub workers: usize,
+    pub transport: Transport,
     pub threads: usize,
     /// No progress bar or progress lines.
     pub quiet: bool,
+}
+
+/// How the trainer reaches its workers in local mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Direct calls (no sockets).
+    Inproc,
+    /// gRPC over loopback: the cluster's code path.
+    Grpc,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "inproc" => Ok(Transport::Inproc),
+            "grpc" => Ok(Transport::Grpc),
+            _ => Err(Error::input(format!("--transport {s}: expected inproc or grpc"))),
+        }
+    }
+}
+
+/// The loopback cluster of a `--transport grpc` run (kept alive as long as
+/// its workers) and the workers.
+pub type LocalWorkers = (Option<crate::dist::local::Loopback>, Vec<Box<dyn crate::backend::Backend>>);
+
+/// The workers of a local run.
+pub fn local_workers(cfg: &Config, n: usize, choice: BackendChoice, transport: Transport) -> Result<LocalWorkers> {
+    match transport {
+        Transport::Inproc => {
+            let setup = trainer::setup(cfg);
+            Ok((None, (0..n).map(|_| backend::create(choice, &setup)).collect::<Result<Vec<_>>>()?))
+        }
+        Transport::Grpc => {
+            let (lb, w) = crate::dist::local::start(cfg, n, choice)?;
+            Ok((Some(lb), w))
+        }
+    }
 }
 
 /// The run's final figures, as written to summary.json.
@@ -142,7 +181,7 @@ pub fn run(o: &TrainOptions) -> Result<Summary> {
     crate::fsutil::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
 
     let setup = trainer::setup(&cfg);
-    let workers = (0..o.workers).map(|_| backend::create(o.backend, &setup)).collect::<Result<Vec<_>>>()?;
+    let (_loopback, workers) = local_workers(&cfg, o.workers, o.backend, o.transport)?;
     let game = setup.game.clone();
     let state = state.unwrap_or_else(|| TrainState::init(&cfg, &game));
     if state.step > cfg.train.steps {

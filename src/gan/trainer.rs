@@ -167,8 +167,13 @@ impl Trainer {
         if let Some((w, shard, out)) = single {
             return f(w.as_mut(), shard, out);
         }
-        use rayon::prelude::*;
-        jobs.into_par_iter().map(|(w, shard, out)| f(w.as_mut(), shard, out)).collect()
+        // One thread per worker: a remote worker blocks while it waits for
+        // its answer, which must not tie up the compute threads.
+        std::thread::scope(|s| {
+            let handles: Vec<_> =
+                jobs.into_iter().map(|(w, shard, out)| s.spawn(move || f(w.as_mut(), shard, out))).collect();
+            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(Error::runtime("a worker panicked"))))
+        })
     }
 
     fn set_params(&mut self) -> Result<()> {

@@ -1,0 +1,18 @@
+//! Distribution over gRPC: the coordinator's service, the worker's session,
+//! and `RemoteWorker`, which makes a worker across the wire look like any
+//! other `Backend` to the trainer.  Local mode with `--transport grpc` runs
+//! the same over loopback.
+
+pub mod coordinator;
+pub mod local;
+pub mod remote;
+pub mod wire;
+pub mod worker;
+
+/// The generated protocol (proto/lockstep.proto).
+pub mod proto {
+    tonic::include_proto!("lockstep.v1");
+}
+
+/// Bumped whenever the messages change meaning; a worker of another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;

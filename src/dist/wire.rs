@@ -1,0 +1,155 @@
+//! Tensors on the wire (little-endian f32 in `bytes` fields) and the sizes
+//! that both ends set explicitly.
+
+use std::ops::Range;
+
+use crate::config::Config;
+use crate::gan::phases::PartialLayout;
+use crate::gan::trainer;
+
+/// HTTP/2 flow-control windows (stream and connection), set on both ends.
+pub const WINDOW_BYTES: u32 = 16 << 20;
+
+/// The largest message a run needs: a phase result with one row per chunk,
+/// or the parameters, plus room for the framing.
+pub fn max_message_bytes(cfg: &Config) -> usize {
+    let game = trainer::setup(cfg).game;
+    let row = game.layout().stride();
+    let floats = (row * cfg.chunks()).max(game.gen.n_params + game.disc.n_params);
+    floats * 4 + (1 << 20)
+}
+
+pub fn to_bytes(v: &[f32]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b
+}
+
+/// Decodes exactly `out.len()` floats, or says what is wrong.
+pub fn read_f32s(b: &[u8], out: &mut [f32], what: &str) -> Result<(), String> {
+    if b.len() != out.len() * 4 {
+        return Err(format!("{what}: {} bytes, expected {} ({} floats)", b.len(), out.len() * 4, out.len()));
+    }
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    Ok(())
+}
+
+/// The columns of a row of partial sums that a phase's result carries:
+/// phase 1 the discriminator's gradient and the stats (and the generator's
+/// gradient when eta = 0), phase 2 the generator's gradient.
+pub fn result_columns(layout: &PartialLayout, phase_two: bool, with_gen_grad: bool) -> Vec<Range<usize>> {
+    if phase_two {
+        vec![layout.gen()]
+    } else if with_gen_grad {
+        vec![layout.disc(), layout.gen(), layout.stats()]
+    } else {
+        vec![layout.disc(), layout.stats()]
+    }
+}
+
+/// Packs `cols` of every row (`stride` floats each) into bytes.
+pub fn pack_columns(rows: &[f32], stride: usize, cols: &[Range<usize>]) -> Vec<u8> {
+    let width: usize = cols.iter().map(|c| c.len()).sum();
+    let mut b = Vec::with_capacity(rows.len() / stride * width * 4);
+    for r in rows.chunks_exact(stride) {
+        for c in cols {
+            for x in &r[c.clone()] {
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    b
+}
+
+/// Unpacks bytes made by `pack_columns` into `cols` of `rows`; the other
+/// columns are left as they are.
+pub fn unpack_columns(
+    b: &[u8],
+    rows: &mut [f32],
+    stride: usize,
+    cols: &[Range<usize>],
+    what: &str,
+) -> Result<(), String> {
+    let width: usize = cols.iter().map(|c| c.len()).sum();
+    let n = rows.len() / stride;
+    if b.len() != n * width * 4 {
+        return Err(format!("{what}: {} bytes, expected {} ({n} rows of {width} floats)", b.len(), n * width * 4));
+    }
+    let mut it = b.chunks_exact(4);
+    for r in rows.chunks_exact_mut(stride) {
+        for c in cols {
+            for (x, w) in r[c.clone()].iter_mut().zip(&mut it) {
+                *x = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rows of a shard folded into one: row 0, then each further row added
+/// in chunk order, exactly as the trainer's reduction adds them.
+pub fn fold_rows(rows: &[f32], stride: usize) -> Vec<f32> {
+    let mut it = rows.chunks_exact(stride);
+    let mut acc = it.next().map(|r| r.to_vec()).unwrap_or_default();
+    for r in it {
+        for (a, v) in acc.iter_mut().zip(r) {
+            *a += v;
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_round_trip_and_sizes_are_checked() {
+        let v = [1.5f32, -0.0, f32::MAX, 3e-40];
+        let mut out = [0.0f32; 4];
+        read_f32s(&to_bytes(&v), &mut out, "t").unwrap();
+        assert_eq!(v.map(f32::to_bits), out.map(f32::to_bits));
+        assert!(read_f32s(&[0u8; 15], &mut out, "t").unwrap_err().contains("15 bytes"));
+    }
+
+    #[test]
+    fn columns_round_trip_and_leave_the_rest() {
+        let layout = PartialLayout { n_disc: 3, n_gen: 4 };
+        let stride = layout.stride();
+        let rows: Vec<f32> = (0..2 * stride).map(|i| i as f32).collect();
+        for (two, gen) in [(false, false), (false, true), (true, false)] {
+            let cols = result_columns(&layout, two, gen);
+            let b = pack_columns(&rows, stride, &cols);
+            let mut got = vec![-1.0f32; rows.len()];
+            unpack_columns(&b, &mut got, stride, &cols, "t").unwrap();
+            for (i, (g, r)) in got.iter().zip(&rows).enumerate() {
+                let inside = cols.iter().any(|c| c.contains(&(i % stride)));
+                assert_eq!(*g, if inside { *r } else { -1.0 });
+            }
+            assert!(unpack_columns(&b[1..], &mut got, stride, &cols, "t").is_err());
+        }
+    }
+
+    #[test]
+    fn a_folded_row_padded_with_negative_zeros_reduces_to_the_same_bits() {
+        // The trainer adds rows in order; a folded prefix followed by rows of
+        // -0.0 must give exactly the same sums.
+        let stride = 5;
+        let rows: Vec<f32> = (0..4 * stride).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1 + 1e-7 * i as f32).collect();
+        let plain = fold_rows(&rows, stride);
+        let mut padded = fold_rows(&rows[..3 * stride], stride);
+        padded.extend(vec![-0.0f32; 2 * stride]);
+        padded.extend_from_slice(&rows[3 * stride..]);
+        let got = fold_rows(&padded, stride);
+        assert_eq!(
+            plain.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            got.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!((0.0f32 + -0.0).to_bits(), 0.0f32.to_bits());
+        assert_eq!((-0.0f32 + -0.0).to_bits(), (-0.0f32).to_bits());
+    }
+}

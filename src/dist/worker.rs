@@ -1,0 +1,159 @@
+//! The worker's side of a session: dial the coordinator, join, build the
+//! replica from the config it sends, then answer every phase request with the
+//! shard's partial sums (folded into one row when the shard starts at chunk
+//! 0, which cuts the bytes of a single worker to one row per phase).
+
+use std::sync::mpsc;
+use std::time::Instant;
+
+use tokio::sync::mpsc as tmpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::proto::{self, coordinator_client::CoordinatorClient, coordinator_message::Kind, worker_message};
+use super::{wire, PROTOCOL_VERSION};
+use crate::backend::{self, Backend, BackendChoice, Draw, ShardTask};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::gan::phases::PartialLayout;
+use crate::gan::trainer;
+
+/// Connects to `url` (e.g. `http://10.0.0.1:7070`).
+pub async fn connect(url: &str) -> Result<Channel> {
+    let ep = Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::input(format!("--coordinator {url}: not a valid URL ({e}); e.g. http://HOST:7070")))?
+        .initial_stream_window_size(wire::WINDOW_BYTES)
+        .initial_connection_window_size(wire::WINDOW_BYTES)
+        .tcp_nodelay(true);
+    ep.connect().await.map_err(|e| Error::runtime(format!("cannot reach the coordinator at {url}: {e}")))
+}
+
+/// Runs one session to its end: returns Ok when the coordinator closes it.
+pub async fn run_session(channel: Channel, choice: BackendChoice) -> Result<()> {
+    let (out_tx, out_rx) = tmpsc::channel::<proto::WorkerMessage>(4);
+    // The replica is built from the Welcome's config; describe ourselves with
+    // what a CPU backend reports until then.
+    let capacity = rayon::current_num_threads() as f64;
+    let join = proto::Join {
+        protocol_version: PROTOCOL_VERSION,
+        backend: "cpu".into(),
+        device: format!("{} ({} threads)", std::env::consts::ARCH, rayon::current_num_threads()),
+        capacity,
+    };
+    out_tx
+        .send(proto::WorkerMessage { kind: Some(worker_message::Kind::Join(join)) })
+        .await
+        .map_err(|_| Error::runtime("session closed before joining"))?;
+    let mut client = CoordinatorClient::new(channel)
+        .max_decoding_message_size(usize::MAX >> 1)
+        .max_encoding_message_size(usize::MAX >> 1);
+    let mut inbound = client
+        .session(ReceiverStream::new(out_rx))
+        .await
+        .map_err(|s| Error::runtime(format!("the coordinator refused the session: {}", s.message())))?
+        .into_inner();
+    let welcome = match inbound.message().await {
+        Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Welcome(w)) })) => w,
+        Ok(_) => return Err(Error::runtime("the coordinator did not answer Join with Welcome")),
+        Err(s) => return Err(Error::runtime(format!("the coordinator refused the session: {}", s.message()))),
+    };
+    let cfg = Config::from_toml_str(&welcome.config_toml, "the coordinator's config", &[])?;
+    let setup = trainer::setup(&cfg);
+    let be = backend::create(choice, &setup)?;
+    let layout = setup.game.layout();
+    // The replica computes on its own thread; this task only moves messages.
+    let (work_tx, work_rx) = mpsc::channel::<Kind>();
+    let compute = std::thread::spawn(move || serve(be, layout, work_rx, out_tx));
+    let end = loop {
+        match inbound.message().await {
+            Ok(Some(proto::CoordinatorMessage { kind: Some(k) })) => {
+                if work_tx.send(k).is_err() {
+                    break Ok(());
+                }
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => break Ok(()),
+            Err(s) => break Err(Error::runtime(format!("session with the coordinator failed: {}", s.message()))),
+        }
+    };
+    drop(work_tx);
+    let served = compute.join().unwrap_or_else(|_| Err(Error::runtime("the worker's compute thread panicked")));
+    end.and(served)
+}
+
+/// Answers phase requests until the session ends.
+fn serve(
+    mut be: Box<dyn Backend>,
+    layout: PartialLayout,
+    rx: mpsc::Receiver<Kind>,
+    tx: tmpsc::Sender<proto::WorkerMessage>,
+) -> Result<()> {
+    let stride = layout.stride();
+    let mut rows: Vec<f32> = Vec::new();
+    let (mut n_gen, mut n_disc) = (0usize, 0usize);
+    let mut gen = Vec::new();
+    let mut disc = Vec::new();
+    while let Ok(k) = rx.recv() {
+        let req = match k {
+            Kind::Params(p) => {
+                if n_gen == 0 {
+                    (n_gen, n_disc) = (p.generator.len() / 4, p.discriminator.len() / 4);
+                    gen.resize(n_gen, 0.0);
+                    disc.resize(n_disc, 0.0);
+                }
+                let ok = wire::read_f32s(&p.generator, &mut gen, "generator")
+                    .and_then(|_| wire::read_f32s(&p.discriminator, &mut disc, "discriminator"));
+                match ok {
+                    Ok(()) => be.set_params(&gen, &disc)?,
+                    Err(m) => return Err(Error::runtime(format!("bad parameters from the coordinator: {m}"))),
+                }
+                continue;
+            }
+            Kind::Phase(r) => r,
+            Kind::Welcome(_) => continue,
+        };
+        let started = Instant::now();
+        let chunks = req.first_chunk as usize..(req.first_chunk + req.chunks) as usize;
+        rows.resize(chunks.len() * stride, 0.0);
+        let phase_two = req.phase == proto::Phase::Two as i32;
+        let done = if phase_two {
+            let mut v = vec![0.0f32; n_disc];
+            wire::read_f32s(&req.v, &mut v, "v").map_err(Error::runtime).and_then(|_| be.phase2(&v, &mut rows))
+        } else {
+            let draw = if req.draw == proto::Draw::Second as i32 { Draw::Second } else { Draw::First };
+            let task = ShardTask { step: req.step, draw, chunks: chunks.clone(), with_gen_grad: req.with_gen_grad };
+            be.phase1(&task, &mut rows)
+        };
+        let compute_seconds = started.elapsed().as_secs_f64();
+        let folded = chunks.start == 0;
+        let result = match done {
+            Ok(()) => proto::PhaseResult {
+                request_id: req.request_id,
+                step: req.step,
+                phase: req.phase,
+                partials: {
+                    let cols = wire::result_columns(&layout, phase_two, req.with_gen_grad);
+                    if folded {
+                        wire::pack_columns(&wire::fold_rows(&rows, stride), stride, &cols)
+                    } else {
+                        wire::pack_columns(&rows, stride, &cols)
+                    }
+                },
+                folded,
+                compute_seconds,
+                error: String::new(),
+            },
+            Err(e) => proto::PhaseResult {
+                request_id: req.request_id,
+                step: req.step,
+                phase: req.phase,
+                error: e.to_string(),
+                ..Default::default()
+            },
+        };
+        if tx.blocking_send(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(result)) }).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
