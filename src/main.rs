@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lockstep::backend::BackendChoice;
-use lockstep::cmd::{bench, eval, train};
+use lockstep::cmd::{bench, cluster, eval, train};
 use lockstep::{toy, Result};
 
 #[derive(Parser)]
@@ -52,6 +52,53 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Cluster coordinator: serves workers over gRPC and trains.
+    Coordinator {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// HOST:PORT to listen on; beyond loopback a --token-file is required.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+        /// The run directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Workers to wait for before the first step.
+        #[arg(long, default_value_t = 1)]
+        min_workers: usize,
+        /// Seconds to wait for --min-workers.
+        #[arg(long, default_value_t = 600)]
+        wait_seconds: u64,
+        /// A file holding the shared token (at least 16 characters).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long)]
+        steps: Option<u64>,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Cluster worker: dials the coordinator and computes its shards.
+    Worker {
+        /// The coordinator's URL, e.g. http://10.0.0.1:7070.
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Seconds to keep reconnecting when the coordinator is unreachable.
+        #[arg(long, default_value_t = 600)]
+        retry_for: u64,
     },
     /// The paper's toy systems: trajectory, Jacobian eigenvalues, plot.
     Toy {
@@ -140,6 +187,52 @@ fn run(cli: Cli) -> Result<()> {
             };
             let summary = train::run(&o)?;
             println!("{summary}");
+        }
+        Command::Coordinator {
+            config,
+            listen,
+            out,
+            min_workers,
+            wait_seconds,
+            token_file,
+            steps,
+            seed,
+            sets,
+            resume,
+            threads,
+            quiet,
+        } => {
+            let run = train::TrainOptions {
+                config,
+                out,
+                steps,
+                seed,
+                sets,
+                resume,
+                backend: BackendChoice::Cpu,
+                workers: 1,
+                transport: train::Transport::Grpc,
+                threads,
+                quiet,
+            };
+            let o = cluster::CoordinatorOptions {
+                run,
+                listen,
+                min_workers,
+                token_file,
+                wait: std::time::Duration::from_secs(wait_seconds),
+            };
+            println!("{}", cluster::run_coordinator(&o)?);
+        }
+        Command::Worker { coordinator, backend, token_file, threads, retry_for } => {
+            let o = cluster::WorkerOptions {
+                coordinator,
+                backend,
+                token_file,
+                threads,
+                retry_for: std::time::Duration::from_secs(retry_for),
+            };
+            cluster::run_worker(&o)?;
         }
         Command::Toy { system, objective, eta, steps, dt, integrator, out } => {
             let mut o = toy::ToyOptions::new(system, objective, eta);

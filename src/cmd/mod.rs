@@ -1,6 +1,7 @@
 //! The commands behind the CLI (main.rs parses flags and calls these).
 
 pub mod bench;
+pub mod cluster;
 pub mod eval;
 pub mod train;
 

@@ -110,11 +110,28 @@ fn same_game(a: &Config, b: &Config) -> bool {
     strip(a) == strip(b)
 }
 
+/// Local mode: prepare the run, start its workers, train.
 pub fn run(o: &TrainOptions) -> Result<Summary> {
     if o.workers == 0 {
         return Err(Error::input("--workers 0: give at least 1"));
     }
     super::set_threads(o.threads)?;
+    let p = prepare(o)?;
+    let (_loopback, workers) = local_workers(&p.cfg, o.workers, o.backend, o.transport)?;
+    train_on(p, workers, o.quiet)
+}
+
+/// A run ready to train: its config, its directory (created, with
+/// config.toml written) and, when resumed, the state to continue from.
+pub struct Prepared {
+    pub cfg: Config,
+    pub run_dir: PathBuf,
+    state: Option<TrainState>,
+}
+
+/// Resolves the config and the run directory (`--resume`: the newest
+/// checkpoint's).  Checks everything before writing anything.
+pub fn prepare(o: &TrainOptions) -> Result<Prepared> {
     let sets = overrides(o);
     let given = match &o.config {
         Some(p) => Some(Config::load(p, &sets)?),
@@ -175,24 +192,29 @@ pub fn run(o: &TrainOptions) -> Result<Summary> {
         (cfg, run_dir, None)
     };
 
+    if let Some(st) = &state {
+        if st.step > cfg.train.steps {
+            return Err(Error::input(format!(
+                "--resume: the checkpoint is at step {} but train.steps is {}; pass a larger --steps",
+                st.step, cfg.train.steps
+            )));
+        }
+    }
     for d in [run_dir.clone(), run_dir.join("samples"), run_dir.join("checkpoints")] {
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, "create", e))?;
     }
     crate::fsutil::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    Ok(Prepared { cfg, run_dir, state })
+}
 
-    let setup = trainer::setup(&cfg);
-    let (_loopback, workers) = local_workers(&cfg, o.workers, o.backend, o.transport)?;
-    let game = setup.game.clone();
+/// Trains a prepared run on `workers` to its last step.
+pub fn train_on(p: Prepared, workers: Vec<Box<dyn crate::backend::Backend>>, quiet: bool) -> Result<Summary> {
+    let Prepared { cfg, run_dir, state } = p;
+    let game = trainer::setup(&cfg).game;
     let state = state.unwrap_or_else(|| TrainState::init(&cfg, &game));
-    if state.step > cfg.train.steps {
-        return Err(Error::input(format!(
-            "--resume: the checkpoint is at step {} but train.steps is {}; pass a larger --steps",
-            state.step, cfg.train.steps
-        )));
-    }
     let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), state.step)?;
-    let mut t = Trainer::new(cfg.clone(), game, state, workers)?;
-    train_loop(&mut t, &run_dir, &mut metrics, o.quiet)
+    let mut t = Trainer::new(cfg, game, state, workers)?;
+    train_loop(&mut t, &run_dir, &mut metrics, quiet)
 }
 
 fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: bool) -> Result<Summary> {

@@ -20,14 +20,31 @@ use crate::gan::trainer;
 /// How long a phase may take before its worker counts as lost.
 pub const PHASE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A running loopback cluster: keep it alive while its workers train.
+/// A running coordinator service: keep it alive while its workers train.
+/// Dropping it shuts the server down gracefully, so that workers see their
+/// sessions end cleanly (and exit) rather than a broken connection.
 pub struct Loopback {
     pub runtime: Runtime,
     pub addr: std::net::SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts the service and `n` workers; returns them once all have joined.
-pub fn start(cfg: &Config, n: usize, choice: BackendChoice) -> Result<(Loopback, Vec<Box<dyn Backend>>)> {
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), h).await });
+        }
+    }
+}
+
+/// Starts the coordinator's service on `listen` (a token, when given, is
+/// required of every worker); returns the runtime serving it, the bound
+/// address and the lobby where joined workers wait.
+pub fn serve(cfg: &Config, listen: &str, token: Option<String>) -> Result<(Loopback, Arc<Lobby>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lockstep-grpc")
@@ -35,30 +52,41 @@ pub fn start(cfg: &Config, n: usize, choice: BackendChoice) -> Result<(Loopback,
         .build()
         .map_err(|e| Error::runtime(format!("cannot start the gRPC runtime: {e}")))?;
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| Error::runtime(format!("cannot listen on loopback: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| Error::runtime(format!("loopback address: {e}")))?;
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|e| Error::input(format!("--listen {listen}: cannot listen there: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::runtime(format!("listening address: {e}")))?;
     let lobby = Arc::new(Lobby::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let layout = trainer::setup(cfg).game.layout();
     let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), layout, PHASE_DEADLINE);
     let max = wire::max_message_bytes(cfg);
+    let service = CoordinatorServer::new(svc).max_decoding_message_size(max).max_encoding_message_size(max);
+    let service = tonic::service::interceptor::InterceptedService::new(service, super::auth::Check::new(token));
     let server = Server::builder()
         .initial_stream_window_size(wire::WINDOW_BYTES)
         .initial_connection_window_size(wire::WINDOW_BYTES)
-        .tcp_nodelay(true)
-        .add_service(CoordinatorServer::new(svc).max_decoding_message_size(max).max_encoding_message_size(max))
-        .serve_with_incoming(super::coordinator::incoming(listener));
-    runtime.spawn(async move {
+        .add_service(service)
+        .serve_with_incoming_shutdown(super::coordinator::incoming(listener), async {
+            let _ = stop_rx.await;
+        });
+    let server = runtime.spawn(async move {
         if let Err(e) = server.await {
             eprintln!("lockstep: the coordinator's gRPC server stopped: {e}");
         }
     });
-    let url = format!("http://{addr}");
+    Ok((Loopback { runtime, addr, shutdown: Some(stop_tx), server: Some(server) }, lobby))
+}
+
+/// Starts the service on loopback and `n` workers in this process; returns
+/// them once all have joined.
+pub fn start(cfg: &Config, n: usize, choice: BackendChoice) -> Result<(Loopback, Vec<Box<dyn Backend>>)> {
+    let (lb, lobby) = serve(cfg, "127.0.0.1:0", None)?;
+    let url = format!("http://{}", lb.addr);
     for _ in 0..n {
         let url = url.clone();
-        runtime.spawn(async move {
+        lb.runtime.spawn(async move {
             let r = match worker::connect(&url).await {
-                Ok(ch) => worker::run_session(ch, choice).await,
+                Ok(ch) => worker::run_session(ch, choice, None).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = r {
@@ -68,5 +96,5 @@ pub fn start(cfg: &Config, n: usize, choice: BackendChoice) -> Result<(Loopback,
     }
     let workers = lobby.wait_for(n, Duration::from_secs(60))?;
     let workers = workers.into_iter().map(|w| Box::new(w) as Box<dyn Backend>).collect();
-    Ok((Loopback { runtime, addr }, workers))
+    Ok((lb, workers))
 }

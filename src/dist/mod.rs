@@ -3,6 +3,7 @@
 //! other `Backend` to the trainer.  Local mode with `--transport grpc` runs
 //! the same over loopback.
 
+pub mod auth;
 pub mod coordinator;
 pub mod local;
 pub mod remote;

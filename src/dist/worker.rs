@@ -29,7 +29,7 @@ pub async fn connect(url: &str) -> Result<Channel> {
 }
 
 /// Runs one session to its end: returns Ok when the coordinator closes it.
-pub async fn run_session(channel: Channel, choice: BackendChoice) -> Result<()> {
+pub async fn run_session(channel: Channel, choice: BackendChoice, token: Option<String>) -> Result<()> {
     let (out_tx, out_rx) = tmpsc::channel::<proto::WorkerMessage>(4);
     // The replica is built from the Welcome's config; describe ourselves with
     // what a CPU backend reports until then.
@@ -44,18 +44,14 @@ pub async fn run_session(channel: Channel, choice: BackendChoice) -> Result<()> 
         .send(proto::WorkerMessage { kind: Some(worker_message::Kind::Join(join)) })
         .await
         .map_err(|_| Error::runtime("session closed before joining"))?;
-    let mut client = CoordinatorClient::new(channel)
+    let mut client = CoordinatorClient::with_interceptor(channel, super::auth::Attach::new(token)?)
         .max_decoding_message_size(usize::MAX >> 1)
         .max_encoding_message_size(usize::MAX >> 1);
-    let mut inbound = client
-        .session(ReceiverStream::new(out_rx))
-        .await
-        .map_err(|s| Error::runtime(format!("the coordinator refused the session: {}", s.message())))?
-        .into_inner();
+    let mut inbound = client.session(ReceiverStream::new(out_rx)).await.map_err(refusal)?.into_inner();
     let welcome = match inbound.message().await {
         Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Welcome(w)) })) => w,
         Ok(_) => return Err(Error::runtime("the coordinator did not answer Join with Welcome")),
-        Err(s) => return Err(Error::runtime(format!("the coordinator refused the session: {}", s.message()))),
+        Err(s) => return Err(refusal(s)),
     };
     let cfg = Config::from_toml_str(&welcome.config_toml, "the coordinator's config", &[])?;
     let setup = trainer::setup(&cfg);
@@ -79,6 +75,18 @@ pub async fn run_session(channel: Channel, choice: BackendChoice) -> Result<()> 
     drop(work_tx);
     let served = compute.join().unwrap_or_else(|_| Err(Error::runtime("the worker's compute thread panicked")));
     end.and(served)
+}
+
+/// A refusal the worker cannot cure by trying again (a wrong token, another
+/// protocol version) is an input error; anything else may pass.
+fn refusal(s: tonic::Status) -> Error {
+    let msg = format!("the coordinator refused the session: {}", s.message());
+    match s.code() {
+        tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+            Error::input(msg)
+        }
+        _ => Error::runtime(msg),
+    }
 }
 
 /// Answers phase requests until the session ends.

@@ -1,0 +1,142 @@
+//! The cluster's two commands as separate processes on loopback: a
+//! coordinator and workers train to bitwise the same result as local mode;
+//! listening beyond loopback needs a token, and a worker without it is
+//! refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use lockstep::checkpoint;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lockstep"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lockstep-cluster-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn worker(port: u16, token: Option<&Path>) -> Child {
+    let mut c = bin();
+    c.args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu", "--retry-for", "30"]);
+    if let Some(t) = token {
+        c.arg("--token-file").arg(t);
+    }
+    c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn finish(c: Child) -> Output {
+    c.wait_with_output().unwrap()
+}
+
+fn params(dir: &Path) -> (Vec<u32>, Vec<u32>) {
+    let s = checkpoint::load(&checkpoint::latest(dir).unwrap()).unwrap().state;
+    (s.gen.iter().map(|x| x.to_bits()).collect(), s.disc.iter().map(|x| x.to_bits()).collect())
+}
+
+#[test]
+fn coordinator_and_two_worker_processes_match_local_mode_bitwise() {
+    let d = tmp("match");
+    let local = d.join("local");
+    let o = bin()
+        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", "60", "--out"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let port = free_port();
+    let run = d.join("cluster");
+    let coord = bin()
+        .args([
+            "coordinator",
+            "--quiet",
+            "--config",
+            "tests/data/tiny-ring.toml",
+            "--steps",
+            "60",
+            "--min-workers",
+            "2",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(&run)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (w1, w2) = (worker(port, None), worker(port, None));
+    let c = finish(coord);
+    assert!(c.status.success(), "coordinator: {}", String::from_utf8_lossy(&c.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!(summary["workers"], 2);
+    for w in [w1, w2] {
+        let o = finish(w);
+        assert!(o.status.success(), "worker: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(params(&local), params(&run));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn beyond_loopback_a_token_is_required_and_checked() {
+    let d = tmp("token");
+    // No token: refused before anything is written.
+    let out = d.join("run");
+    let o = bin()
+        .args(["coordinator", "--config", "tests/data/tiny-ring.toml", "--listen", "0.0.0.0:0", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--token-file"));
+    assert!(!out.exists());
+
+    let token = d.join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let wrong = d.join("wrong");
+    std::fs::write(&wrong, "ffffffffffffffffffffffffffffffff\n").unwrap();
+    let short = d.join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let o = bin()
+        .args(["coordinator", "--config", "tests/data/tiny-ring.toml", "--listen", "0.0.0.0:0", "--token-file"])
+        .arg(&short)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at least 16"));
+
+    let port = free_port();
+    let coord = bin()
+        .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", "20"])
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--token-file"])
+        .arg(&token)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Without the token, and with a wrong one: refused at once, exit code 2.
+    for t in [None, Some(wrong.as_path())] {
+        let o = finish(worker(port, t));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("token"), "{err}");
+    }
+    // With it: trains to the end.
+    let w = worker(port, Some(&token));
+    let c = finish(coord);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert!(finish(w).status.success());
+    assert_eq!(checkpoint::load(&checkpoint::latest(&out).unwrap()).unwrap().state.step, 20);
+    std::fs::remove_dir_all(&d).unwrap();
+}
