@@ -52,6 +52,9 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+        /// Serve Prometheus metrics on HOST:PORT.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Cluster coordinator: serves workers over gRPC and trains.
     Coordinator {
@@ -84,6 +87,9 @@ enum Command {
         threads: usize,
         #[arg(long, short)]
         quiet: bool,
+        /// Serve Prometheus metrics on HOST:PORT.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Cluster worker: dials the coordinator and computes its shards.
     Worker {
@@ -99,6 +105,9 @@ enum Command {
         /// Seconds to keep reconnecting when the coordinator is unreachable.
         #[arg(long, default_value_t = 600)]
         retry_for: u64,
+        /// Serve Prometheus metrics on HOST:PORT.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// The paper's toy systems: trajectory, Jacobian eigenvalues, plot.
     Toy {
@@ -169,9 +178,30 @@ enum Command {
     },
 }
 
+fn serve_metrics(addr: Option<String>) -> Result<()> {
+    match addr {
+        Some(a) => lockstep::telemetry::serve_prometheus(&a),
+        None => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, workers, transport, backend, out, steps, seed, sets, resume, threads, quiet } => {
+        Command::Train {
+            config,
+            workers,
+            transport,
+            backend,
+            out,
+            steps,
+            seed,
+            sets,
+            resume,
+            threads,
+            quiet,
+            metrics_listen,
+        } => {
+            serve_metrics(metrics_listen)?;
             let o = train::TrainOptions {
                 config,
                 out,
@@ -201,7 +231,9 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             threads,
             quiet,
+            metrics_listen,
         } => {
+            serve_metrics(metrics_listen)?;
             let run = train::TrainOptions {
                 config,
                 out,
@@ -224,7 +256,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             println!("{}", cluster::run_coordinator(&o)?);
         }
-        Command::Worker { coordinator, backend, token_file, threads, retry_for } => {
+        Command::Worker { coordinator, backend, token_file, threads, retry_for, metrics_listen } => {
+            serve_metrics(metrics_listen)?;
             let o = cluster::WorkerOptions {
                 coordinator,
                 backend,

@@ -1,5 +1,6 @@
 //! What a run reports about itself: metrics.jsonl (one JSON object per log
-//! interval, appended and flushed as it goes) and process figures.
+//! interval, appended and flushed as it goes), Prometheus metrics (names in
+//! `names`, served with `--metrics-listen`) and process figures.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -70,4 +71,39 @@ pub fn timestamp() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// The Prometheus series (DESIGN.md, "Metrics"): base units, `_total` for
+/// counters, histograms for durations.
+pub mod names {
+    pub const STEP_DURATION: &str = "lockstep_step_duration_seconds";
+    pub const WORKER_COMPUTE: &str = "lockstep_worker_compute_seconds";
+    pub const COMM_BYTES: &str = "lockstep_comm_bytes_total";
+    pub const SAMPLES: &str = "lockstep_samples_total";
+    pub const STEPS: &str = "lockstep_steps_total";
+    pub const SKIPPED: &str = "lockstep_skipped_steps_total";
+    pub const WORKERS: &str = "lockstep_workers";
+    pub const VALUE: &str = "lockstep_value";
+    pub const GRAD_NORM: &str = "lockstep_grad_norm";
+    pub const REGULARIZER: &str = "lockstep_regularizer";
+    pub const LOSS_SCALE: &str = "lockstep_loss_scale";
+    pub const CHECKPOINT_DURATION: &str = "lockstep_checkpoint_duration_seconds";
+}
+
+/// Serves Prometheus metrics on `addr` (e.g. 0.0.0.0:9100) at any path.
+pub fn serve_prometheus(addr: &str) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let sa = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Error::input(format!("--metrics-listen {addr}: expected HOST:PORT, e.g. 0.0.0.0:9100")))?;
+    // Buckets from 10 µs to 100 s: a CPU step is milliseconds, a GPU step microseconds.
+    let buckets: Vec<f64> = (0..=28).map(|i| 1e-5 * 10f64.powf(i as f64 / 4.0)).collect();
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(sa)
+        .set_buckets(&buckets)
+        .map_err(|e| Error::runtime(format!("metrics buckets: {e}")))?
+        .install()
+        .map_err(|e| Error::input(format!("--metrics-listen {addr}: cannot serve metrics there: {e}")))
 }

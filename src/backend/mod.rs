@@ -55,6 +55,11 @@ pub trait Backend: Send {
     fn device(&self) -> String;
     /// Relative speed, for sizing shards (a CPU backend: its thread count).
     fn capacity(&self) -> f64;
+    /// The compute time of the last phase as the backend measured it (a
+    /// remote worker's own figure); None: the caller times the call.
+    fn reported_compute_seconds(&self) -> Option<f64> {
+        None
+    }
     /// Takes the current fp32 master parameters (after every optimizer step).
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()>;
     /// Phase 1 on `task`'s chunks: `out` holds one row of partial sums per chunk.

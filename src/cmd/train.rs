@@ -239,6 +239,7 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
     let centres: Vec<[f32; 2]> = data.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
     let mode_radius = (3.0 * data.std) as f32;
     let mut scores_msg = String::new();
+    let checkpoint_seconds = metrics::histogram!(telemetry::names::CHECKPOINT_DURATION);
 
     while t.state.step < total {
         let rep = t.step()?;
@@ -279,7 +280,9 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
             metrics.write(&l)?;
         }
         if at(step, cfg.log.checkpoint_every) {
+            let t0 = Instant::now();
             checkpoint::save_in_run(run_dir, &cfg, &t.game, &t.state, cfg.log.keep_checkpoints)?;
+            checkpoint_seconds.record(t0.elapsed().as_secs_f64());
         }
     }
     bar.finish_and_clear();

@@ -32,10 +32,10 @@ pub struct RemoteWorker {
     next_request: u64,
     /// The shard of the last phase 1 (phase 2 continues it).
     last: Option<ShardTask>,
-    /// Seconds the worker reported computing in the last phase, and bytes sent and received.
+    /// Seconds the worker reported computing in the last phase.
     pub last_compute_seconds: f64,
-    pub bytes_out: u64,
-    pub bytes_in: u64,
+    bytes_sent: metrics::Counter,
+    bytes_received: metrics::Counter,
 }
 
 impl RemoteWorker {
@@ -60,8 +60,8 @@ impl RemoteWorker {
             next_request: 1,
             last: None,
             last_compute_seconds: 0.0,
-            bytes_out: 0,
-            bytes_in: 0,
+            bytes_sent: metrics::counter!(crate::telemetry::names::COMM_BYTES, "direction" => "sent"),
+            bytes_received: metrics::counter!(crate::telemetry::names::COMM_BYTES, "direction" => "received"),
         }
     }
 
@@ -76,7 +76,7 @@ impl RemoteWorker {
         let (id, step, phase) = (req.request_id, req.step, req.phase);
         let cols = wire::result_columns(&self.layout, phase == proto::Phase::Two as i32, req.with_gen_grad);
         let stride = self.layout.stride();
-        self.bytes_out += req.v.len() as u64;
+        self.bytes_sent.increment(req.v.len() as u64 + 64);
         self.send(Kind::Phase(req))?;
         let started = Instant::now();
         let res = loop {
@@ -110,7 +110,7 @@ impl RemoteWorker {
                 self.id, res.step, res.phase
             )));
         }
-        self.bytes_in += res.partials.len() as u64;
+        self.bytes_received.increment(res.partials.len() as u64 + 64);
         self.last_compute_seconds = res.compute_seconds;
         let what = format!("worker {} step {step} partial sums", self.id);
         let bad = |m: String| Error::runtime(m);
@@ -146,9 +146,13 @@ impl Backend for RemoteWorker {
         self.capacity
     }
 
+    fn reported_compute_seconds(&self) -> Option<f64> {
+        Some(self.last_compute_seconds)
+    }
+
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
         let (generator, discriminator) = (wire::to_bytes(gen), wire::to_bytes(disc));
-        self.bytes_out += (generator.len() + discriminator.len()) as u64;
+        self.bytes_sent.increment((generator.len() + discriminator.len()) as u64 + 32);
         self.send(Kind::Params(proto::Params { step: 0, generator, discriminator }))
     }
 

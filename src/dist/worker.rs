@@ -59,7 +59,8 @@ pub async fn run_session(channel: Channel, choice: BackendChoice, token: Option<
     let layout = setup.game.layout();
     // The replica computes on its own thread; this task only moves messages.
     let (work_tx, work_rx) = mpsc::channel::<Kind>();
-    let compute = std::thread::spawn(move || serve(be, layout, work_rx, out_tx));
+    let id = welcome.worker_id;
+    let compute = std::thread::spawn(move || serve(be, layout, id, work_rx, out_tx));
     let end = loop {
         match inbound.message().await {
             Ok(Some(proto::CoordinatorMessage { kind: Some(k) })) => {
@@ -93,11 +94,17 @@ fn refusal(s: tonic::Status) -> Error {
 fn serve(
     mut be: Box<dyn Backend>,
     layout: PartialLayout,
+    id: u32,
     rx: mpsc::Receiver<Kind>,
     tx: tmpsc::Sender<proto::WorkerMessage>,
 ) -> Result<()> {
     let stride = layout.stride();
     let mut rows: Vec<f32> = Vec::new();
+    let name = crate::telemetry::names::WORKER_COMPUTE;
+    let compute = [
+        metrics::histogram!(name, "worker" => id.to_string(), "phase" => "one"),
+        metrics::histogram!(name, "worker" => id.to_string(), "phase" => "two"),
+    ];
     let (mut n_gen, mut n_disc) = (0usize, 0usize);
     let mut gen = Vec::new();
     let mut disc = Vec::new();
@@ -133,6 +140,7 @@ fn serve(
             be.phase1(&task, &mut rows)
         };
         let compute_seconds = started.elapsed().as_secs_f64();
+        compute[usize::from(phase_two)].record(compute_seconds);
         let folded = chunks.start == 0;
         let result = match done {
             Ok(()) => proto::PhaseResult {

@@ -82,6 +82,55 @@ pub struct StepReport {
     pub skipped: bool,
 }
 
+/// The trainer's Prometheus series, registered once (no work per step when
+/// no exporter is installed).
+struct Meters {
+    steps: metrics::Counter,
+    samples: metrics::Counter,
+    skipped: metrics::Counter,
+    value: metrics::Gauge,
+    grad_gen: metrics::Gauge,
+    grad_disc: metrics::Gauge,
+    regularizer: metrics::Gauge,
+    phase_one: metrics::Histogram,
+    phase_two: metrics::Histogram,
+    optimizer: metrics::Histogram,
+    step: metrics::Histogram,
+    /// Per worker: its compute time in phase one and two.
+    compute: Vec<[metrics::Histogram; 2]>,
+}
+
+impl Meters {
+    fn new(workers: usize) -> Meters {
+        use crate::telemetry::names as n;
+        metrics::gauge!(n::WORKERS).set(workers as f64);
+        metrics::gauge!(n::LOSS_SCALE).set(1.0);
+        let compute = (0..workers)
+            .map(|i| {
+                let w = i.to_string();
+                [
+                    metrics::histogram!(n::WORKER_COMPUTE, "worker" => w.clone(), "phase" => "one"),
+                    metrics::histogram!(n::WORKER_COMPUTE, "worker" => w, "phase" => "two"),
+                ]
+            })
+            .collect();
+        Meters {
+            steps: metrics::counter!(n::STEPS),
+            samples: metrics::counter!(n::SAMPLES),
+            skipped: metrics::counter!(n::SKIPPED, "reason" => "non_finite"),
+            value: metrics::gauge!(n::VALUE),
+            grad_gen: metrics::gauge!(n::GRAD_NORM, "player" => "generator"),
+            grad_disc: metrics::gauge!(n::GRAD_NORM, "player" => "discriminator"),
+            regularizer: metrics::gauge!(n::REGULARIZER),
+            phase_one: metrics::histogram!(n::STEP_DURATION, "phase" => "one"),
+            phase_two: metrics::histogram!(n::STEP_DURATION, "phase" => "two"),
+            optimizer: metrics::histogram!(n::STEP_DURATION, "phase" => "optimizer"),
+            step: metrics::histogram!(n::STEP_DURATION, "phase" => "step"),
+            compute,
+        }
+    }
+}
+
 /// What a phase asks of one worker: its backend, its chunks, its rows of partial sums.
 type WorkerJob<'a> = dyn Fn(&mut dyn Backend, Range<usize>, &mut [f32]) -> Result<()> + Sync + 'a;
 
@@ -99,6 +148,7 @@ pub struct Trainer {
     stats: [f32; stat::COUNT],
     /// Consecutive skipped steps (training stops after too many).
     skipped_in_a_row: u64,
+    meters: Meters,
 }
 
 /// Consecutive non-finite steps after which training stops with an error.
@@ -122,6 +172,7 @@ impl Trainer {
             grad_gen: vec![0.0; layout.n_gen],
             stats: [0.0; stat::COUNT],
             skipped_in_a_row: 0,
+            meters: Meters::new(workers.len()),
             layout,
             cfg,
             game,
@@ -147,33 +198,50 @@ impl Trainer {
 
     /// Runs `f` on every worker with a shard, each with its rows of the
     /// partial sums, concurrently when there are several.
-    fn on_workers(&mut self, f: &WorkerJob<'_>) -> Result<()> {
+    /// Runs `f` on every worker with a shard, each with its rows of the
+    /// partial sums, concurrently when there are several, and records each
+    /// worker's compute time for `phase` (0: one, 1: two): the time the
+    /// worker reports, else the call's own, measured before any
+    /// synchronization.
+    fn on_workers(&mut self, phase: usize, f: &WorkerJob<'_>) -> Result<()> {
         let stride = self.layout.stride();
+        let timed = |i: usize, w: &mut dyn Backend, shard: Range<usize>, out: &mut [f32]| -> Result<(usize, f64)> {
+            let t = std::time::Instant::now();
+            f(w, shard, out)?;
+            Ok((i, w.reported_compute_seconds().unwrap_or_else(|| t.elapsed().as_secs_f64())))
+        };
         let mut rest: &mut [f32] = &mut self.partials;
         let mut jobs = Vec::new();
         let mut single = None;
-        for (w, shard) in self.workers.iter_mut().zip(&self.shards) {
+        for (i, (w, shard)) in self.workers.iter_mut().zip(&self.shards).enumerate() {
             let (mine, tail) = std::mem::take(&mut rest).split_at_mut(shard.len() * stride);
             rest = tail;
             if shard.is_empty() {
                 continue;
             }
             if self.shards.len() == 1 {
-                single = Some((w, shard.clone(), mine));
+                single = Some((i, w, shard.clone(), mine));
             } else {
-                jobs.push((w, shard.clone(), mine));
+                jobs.push((i, w, shard.clone(), mine));
             }
         }
-        if let Some((w, shard, out)) = single {
-            return f(w.as_mut(), shard, out);
+        if let Some((i, w, shard, out)) = single {
+            let (i, secs) = timed(i, w.as_mut(), shard, out)?;
+            self.meters.compute[i][phase].record(secs);
+            return Ok(());
         }
         // One thread per worker: a remote worker blocks while it waits for
         // its answer, which must not tie up the compute threads.
-        std::thread::scope(|s| {
+        let done: Vec<Result<(usize, f64)>> = std::thread::scope(|s| {
             let handles: Vec<_> =
-                jobs.into_iter().map(|(w, shard, out)| s.spawn(move || f(w.as_mut(), shard, out))).collect();
-            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(Error::runtime("a worker panicked"))))
-        })
+                jobs.into_iter().map(|(i, w, shard, out)| s.spawn(move || timed(i, w.as_mut(), shard, out))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::runtime("a worker panicked")))).collect()
+        });
+        for r in done {
+            let (i, secs) = r?;
+            self.meters.compute[i][phase].record(secs);
+        }
+        Ok(())
     }
 
     fn set_params(&mut self) -> Result<()> {
@@ -188,15 +256,19 @@ impl Trainer {
     fn gradients(&mut self, draw: Draw, want_gen: bool) -> Result<()> {
         let with_gen_grad = want_gen && self.game.eta == 0.0;
         let step = self.state.step;
-        self.on_workers(&|w, chunks, out| w.phase1(&ShardTask { step, draw, chunks, with_gen_grad }, out))?;
+        let t = std::time::Instant::now();
+        self.on_workers(0, &|w, chunks, out| w.phase1(&ShardTask { step, draw, chunks, with_gen_grad }, out))?;
+        self.meters.phase_one.record(t.elapsed().as_secs_f64());
         reduce(&self.partials, self.layout.stride(), self.layout.disc(), &mut self.grad_disc);
         reduce(&self.partials, self.layout.stride(), self.layout.stats(), &mut self.stats);
         if want_gen {
             if !with_gen_grad {
+                let t = std::time::Instant::now();
                 let v = std::mem::take(&mut self.grad_disc);
-                let r = self.on_workers(&|w, _, out| w.phase2(&v, out));
+                let r = self.on_workers(1, &|w, _, out| w.phase2(&v, out));
                 self.grad_disc = v;
                 r?;
+                self.meters.phase_two.record(t.elapsed().as_secs_f64());
             }
             reduce(&self.partials, self.layout.stride(), self.layout.gen(), &mut self.grad_gen);
         }
@@ -226,6 +298,7 @@ impl Trainer {
     /// One training step.  A step with a non-finite value changes nothing
     /// and is reported as skipped; too many in a row is an error.
     pub fn step(&mut self) -> Result<StepReport> {
+        let started = std::time::Instant::now();
         let mut rep;
         let mut ok;
         match self.cfg.train.update {
@@ -234,8 +307,10 @@ impl Trainer {
                 rep = self.report();
                 ok = self.finite();
                 if ok {
+                    let t = std::time::Instant::now();
                     self.state.opt_disc.step(&mut self.state.disc, &self.grad_disc);
                     self.state.opt_gen.step(&mut self.state.gen, &self.grad_gen);
+                    self.meters.optimizer.record(t.elapsed().as_secs_f64());
                 }
             }
             Update::Alternating => {
@@ -279,6 +354,17 @@ impl Trainer {
         }
         self.set_params()?;
         self.state.step += 1;
+        let m = &self.meters;
+        m.steps.increment(1);
+        m.samples.increment(self.cfg.train.batch as u64);
+        if rep.skipped {
+            m.skipped.increment(1);
+        }
+        m.value.set(rep.value);
+        m.grad_gen.set(rep.grad_norm_gen);
+        m.grad_disc.set(rep.grad_norm_disc);
+        m.regularizer.set(rep.regularizer);
+        m.step.record(started.elapsed().as_secs_f64());
         Ok(rep)
     }
 }

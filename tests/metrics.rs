@@ -1,0 +1,101 @@
+//! Prometheus metrics: scraped from a training process while it runs, with
+//! the series of DESIGN.md and values that agree with each other.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET / on 127.0.0.1:port; None until the endpoint answers.
+fn scrape(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// `name{labels}` -> value, for every sample line.
+fn parse(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key).unwrap_or_else(|| panic!("no series {key} in {:?}", m.keys().collect::<Vec<_>>()))
+}
+
+#[test]
+fn a_running_trainer_serves_its_metrics() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("lockstep-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args([
+            "train",
+            "--quiet",
+            "--config",
+            "tests/data/tiny-ring.toml",
+            "--steps",
+            "1000000",
+            "--transport",
+            "grpc",
+        ])
+        .args(["--workers", "2", "--metrics-listen", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let first = loop {
+        if let Some(m) = scrape(port).map(|b| parse(&b)) {
+            if m.get("lockstep_steps_total").is_some_and(|&s| s >= 20.0) {
+                break m;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no metrics after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let second = parse(&scrape(port).expect("second scrape"));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    for m in [&first, &second] {
+        let steps = get(m, "lockstep_steps_total");
+        // Steps and samples move together (batch 64); a scrape may fall between the two.
+        let samples = get(m, "lockstep_samples_total");
+        assert!((samples / 64.0 - steps).abs() <= 1.0, "samples {samples} vs steps {steps}");
+        assert_eq!(get(m, "lockstep_workers"), 2.0);
+        assert_eq!(get(m, "lockstep_loss_scale"), 1.0);
+        assert!(get(m, "lockstep_value").is_finite());
+        assert!(get(m, "lockstep_regularizer") >= 0.0);
+        assert!(get(m, "lockstep_grad_norm{player=\"generator\"}") > 0.0);
+        assert!(get(m, "lockstep_grad_norm{player=\"discriminator\"}") > 0.0);
+        let ones = get(m, "lockstep_step_duration_seconds_count{phase=\"one\"}");
+        assert!((ones - steps).abs() <= 1.0, "phase-one timings {ones} vs steps {steps}");
+        assert!(get(m, "lockstep_step_duration_seconds_count{phase=\"two\"}") >= steps - 1.0);
+        for w in ["0", "1"] {
+            let k = format!("lockstep_worker_compute_seconds_count{{worker=\"{w}\",phase=\"one\"}}");
+            assert!(get(m, &k) >= steps - 1.0, "{k}");
+        }
+        let sent = get(m, "lockstep_comm_bytes_total{direction=\"sent\"}");
+        let received = get(m, "lockstep_comm_bytes_total{direction=\"received\"}");
+        // At least the parameters go to each of 2 workers every step.
+        assert!(sent > steps * 2.0 * 4.0 * 1000.0, "sent {sent} for {steps} steps");
+        assert!(received > 0.0);
+    }
+    assert!(get(&second, "lockstep_steps_total") > get(&first, "lockstep_steps_total"));
+}
