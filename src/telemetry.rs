@@ -83,6 +83,7 @@ pub mod names {
     pub const STEPS: &str = "lockstep_steps_total";
     pub const SKIPPED: &str = "lockstep_skipped_steps_total";
     pub const WORKERS: &str = "lockstep_workers";
+    pub const EVICTED: &str = "lockstep_workers_evicted_total";
     pub const VALUE: &str = "lockstep_value";
     pub const GRAD_NORM: &str = "lockstep_grad_norm";
     pub const REGULARIZER: &str = "lockstep_regularizer";

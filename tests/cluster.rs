@@ -140,3 +140,87 @@ fn beyond_loopback_a_token_is_required_and_checked() {
     assert_eq!(checkpoint::load(&checkpoint::latest(&out).unwrap()).unwrap().state.step, 20);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// The step of a run directory's newest checkpoint.
+fn latest_step(dir: &Path) -> Option<u64> {
+    checkpoint::latest(dir)?
+        .file_name()?
+        .to_str()?
+        .trim_start_matches("step-")
+        .trim_end_matches(".safetensors")
+        .parse()
+        .ok()
+}
+
+fn wait_for_step(dir: &Path, step: u64) {
+    let t = std::time::Instant::now();
+    while latest_step(dir).is_none_or(|s| s < step) {
+        assert!(t.elapsed() < std::time::Duration::from_secs(120), "no checkpoint at step {step}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn local_run(d: &Path, steps: &str) -> PathBuf {
+    let local = d.join("local");
+    let o = bin()
+        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps, "--out"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    local
+}
+
+fn coordinator(port: u16, steps: &str, min_workers: &str, out: &Path) -> Child {
+    bin()
+        .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps])
+        .args(["--min-workers", min_workers, "--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_worker_killed_mid_run_is_evicted_and_the_result_does_not_change() {
+    let d = tmp("kill");
+    let local = local_run(&d, "3000");
+    let port = free_port();
+    let run = d.join("cluster");
+    let coord = coordinator(port, "3000", "3", &run);
+    let (w1, mut w2, w3) = (worker(port, None), worker(port, None), worker(port, None));
+    wait_for_step(&run, 300);
+    w2.kill().unwrap(); // SIGKILL
+    let _ = w2.wait();
+    let c = finish(coord);
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "coordinator: {err}");
+    assert!(err.contains("evicted worker"), "{err}");
+    for w in [w1, w3] {
+        assert!(finish(w).status.success());
+    }
+    assert_eq!(params(&local), params(&run));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_worker_joining_mid_run_takes_a_shard_and_the_result_does_not_change() {
+    let d = tmp("join");
+    let local = local_run(&d, "2000");
+    let port = free_port();
+    let run = d.join("cluster");
+    let coord = coordinator(port, "2000", "1", &run);
+    let w1 = worker(port, None);
+    wait_for_step(&run, 200);
+    let w2 = worker(port, None);
+    let c = finish(coord);
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "coordinator: {err}");
+    assert!(err.contains("joins at step"), "{err}");
+    for w in [w1, w2] {
+        assert!(finish(w).status.success());
+    }
+    assert_eq!(params(&local), params(&run));
+    std::fs::remove_dir_all(&d).unwrap();
+}

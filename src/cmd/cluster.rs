@@ -40,7 +40,10 @@ pub fn run_coordinator(o: &CoordinatorOptions) -> Result<Summary> {
     eprintln!("lockstep: coordinator listening on {}; waiting for {} worker(s)", server.addr, o.min_workers);
     let workers = lobby.wait_for(o.min_workers, o.wait)?;
     let workers = workers.into_iter().map(|w| Box::new(w) as Box<dyn crate::backend::Backend>).collect();
-    let summary = train::train_on(p, workers, o.run.quiet)?;
+    let joiner = Box::new(move || {
+        lobby.take_waiting().into_iter().map(|w| Box::new(w) as Box<dyn crate::backend::Backend>).collect()
+    });
+    let summary = train::train_on(p, workers, Some(joiner), o.run.quiet)?;
     drop(server);
     Ok(summary)
 }

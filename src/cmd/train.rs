@@ -118,7 +118,7 @@ pub fn run(o: &TrainOptions) -> Result<Summary> {
     super::set_threads(o.threads)?;
     let p = prepare(o)?;
     let (_loopback, workers) = local_workers(&p.cfg, o.workers, o.backend, o.transport)?;
-    train_on(p, workers, o.quiet)
+    train_on(p, workers, None, o.quiet)
 }
 
 /// A run ready to train: its config, its directory (created, with
@@ -208,12 +208,20 @@ pub fn prepare(o: &TrainOptions) -> Result<Prepared> {
 }
 
 /// Trains a prepared run on `workers` to its last step.
-pub fn train_on(p: Prepared, workers: Vec<Box<dyn crate::backend::Backend>>, quiet: bool) -> Result<Summary> {
+pub fn train_on(
+    p: Prepared,
+    workers: Vec<Box<dyn crate::backend::Backend>>,
+    joiner: Option<trainer::Joiner>,
+    quiet: bool,
+) -> Result<Summary> {
     let Prepared { cfg, run_dir, state } = p;
     let game = trainer::setup(&cfg).game;
     let state = state.unwrap_or_else(|| TrainState::init(&cfg, &game));
     let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), state.step)?;
     let mut t = Trainer::new(cfg, game, state, workers)?;
+    if let Some(j) = joiner {
+        t.set_joiner(j);
+    }
     train_loop(&mut t, &run_dir, &mut metrics, quiet)
 }
 

@@ -29,6 +29,13 @@ impl Lobby {
         self.arrived.notify_all();
     }
 
+    /// The workers that have joined and not been taken yet (at once, no waiting).
+    pub fn take_waiting(&self) -> Vec<RemoteWorker> {
+        let mut v: Vec<RemoteWorker> = self.joined.lock().expect("lobby lock").drain(..).collect();
+        v.sort_by_key(|w| w.id);
+        v
+    }
+
     /// Waits until `n` workers have joined, logging who is missing, for at
     /// most `timeout`; returns them in the order they joined.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Result<Vec<RemoteWorker>> {

@@ -98,6 +98,9 @@ struct Meters {
     step: metrics::Histogram,
     /// Per worker: its compute time in phase one and two.
     compute: Vec<[metrics::Histogram; 2]>,
+    /// The label of the next worker to join.
+    next_label: usize,
+    evicted: metrics::Counter,
 }
 
 impl Meters {
@@ -105,15 +108,7 @@ impl Meters {
         use crate::telemetry::names as n;
         metrics::gauge!(n::WORKERS).set(workers as f64);
         metrics::gauge!(n::LOSS_SCALE).set(1.0);
-        let compute = (0..workers)
-            .map(|i| {
-                let w = i.to_string();
-                [
-                    metrics::histogram!(n::WORKER_COMPUTE, "worker" => w.clone(), "phase" => "one"),
-                    metrics::histogram!(n::WORKER_COMPUTE, "worker" => w, "phase" => "two"),
-                ]
-            })
-            .collect();
+        let compute = (0..workers).map(|i| Meters::compute_for(&i.to_string())).collect();
         Meters {
             steps: metrics::counter!(n::STEPS),
             samples: metrics::counter!(n::SAMPLES),
@@ -127,7 +122,17 @@ impl Meters {
             optimizer: metrics::histogram!(n::STEP_DURATION, "phase" => "optimizer"),
             step: metrics::histogram!(n::STEP_DURATION, "phase" => "step"),
             compute,
+            next_label: workers,
+            evicted: metrics::counter!(n::EVICTED),
         }
+    }
+
+    fn compute_for(worker: &str) -> [metrics::Histogram; 2] {
+        use crate::telemetry::names as n;
+        [
+            metrics::histogram!(n::WORKER_COMPUTE, "worker" => worker.to_string(), "phase" => "one"),
+            metrics::histogram!(n::WORKER_COMPUTE, "worker" => worker.to_string(), "phase" => "two"),
+        ]
     }
 }
 
@@ -149,7 +154,14 @@ pub struct Trainer {
     /// Consecutive skipped steps (training stops after too many).
     skipped_in_a_row: u64,
     meters: Meters,
+    /// Workers whose last job failed (indices into `workers`).
+    lost: Vec<usize>,
+    /// Where workers that join mid-run come from (the coordinator's lobby).
+    joiner: Option<Joiner>,
 }
+
+/// Hands over the workers that have joined since it was last asked.
+pub type Joiner = Box<dyn FnMut() -> Vec<Box<dyn Backend>> + Send>;
 
 /// Consecutive non-finite steps after which training stops with an error.
 pub const MAX_SKIPS_IN_A_ROW: u64 = 100;
@@ -173,6 +185,8 @@ impl Trainer {
             stats: [0.0; stat::COUNT],
             skipped_in_a_row: 0,
             meters: Meters::new(workers.len()),
+            lost: Vec::new(),
+            joiner: None,
             layout,
             cfg,
             game,
@@ -226,22 +240,33 @@ impl Trainer {
             }
         }
         if let Some((i, w, shard, out)) = single {
-            let (i, secs) = timed(i, w.as_mut(), shard, out)?;
+            let (i, secs) = timed(i, w.as_mut(), shard, out).inspect_err(|_| self.lost.push(i))?;
             self.meters.compute[i][phase].record(secs);
             return Ok(());
         }
         // One thread per worker: a remote worker blocks while it waits for
         // its answer, which must not tie up the compute threads.
-        let done: Vec<Result<(usize, f64)>> = std::thread::scope(|s| {
-            let handles: Vec<_> =
-                jobs.into_iter().map(|(i, w, shard, out)| s.spawn(move || timed(i, w.as_mut(), shard, out))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::runtime("a worker panicked")))).collect()
+        let done: Vec<(usize, Result<(usize, f64)>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(i, w, shard, out)| (i, s.spawn(move || timed(i, w.as_mut(), shard, out))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(i, h)| (i, h.join().unwrap_or_else(|_| Err(Error::runtime("a worker panicked")))))
+                .collect()
         });
-        for r in done {
-            let (i, secs) = r?;
-            self.meters.compute[i][phase].record(secs);
+        let mut first_err = None;
+        for (i, r) in done {
+            match r {
+                Ok((i, secs)) => self.meters.compute[i][phase].record(secs),
+                Err(e) => {
+                    self.lost.push(i);
+                    first_err.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 
     fn set_params(&mut self) -> Result<()> {
@@ -251,9 +276,74 @@ impl Trainer {
         Ok(())
     }
 
+    /// `gradients`, redone on the remaining workers whenever one is lost:
+    /// the lost worker is evicted (logged and counted), its chunks are
+    /// shared out again, and the result does not change.
+    fn gradients(&mut self, draw: Draw, want_gen: bool) -> Result<()> {
+        loop {
+            self.lost.clear();
+            match self.gradients_once(draw, want_gen) {
+                Ok(()) => return Ok(()),
+                Err(e) if !self.lost.is_empty() => {
+                    let mut lost = std::mem::take(&mut self.lost);
+                    lost.sort_unstable();
+                    lost.dedup();
+                    for &i in lost.iter().rev() {
+                        let w = self.workers.remove(i);
+                        drop(self.meters.compute.remove(i));
+                        self.meters.evicted.increment(1);
+                        eprintln!(
+                            "lockstep: evicted worker {} at step {}: {e}; its chunks are redone by the others",
+                            w.device(),
+                            self.state.step
+                        );
+                    }
+                    if self.workers.is_empty() {
+                        return Err(Error::runtime(format!(
+                            "every worker is lost (last: {e}); start workers and resume from the last checkpoint"
+                        )));
+                    }
+                    self.reshard();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Shards for the current workers, by capacity.
+    fn reshard(&mut self) {
+        let capacities: Vec<f64> = self.workers.iter().map(|w| w.capacity()).collect();
+        self.shards = assign_shards(self.cfg.chunks(), &capacities);
+        metrics::gauge!(crate::telemetry::names::WORKERS).set(self.workers.len() as f64);
+    }
+
+    /// Takes the workers that joined since the last step (from the
+    /// `joiner`), gives them the current parameters, and reshards.
+    fn admit(&mut self) -> Result<()> {
+        let Some(j) = self.joiner.as_mut() else { return Ok(()) };
+        let new = j();
+        if new.is_empty() {
+            return Ok(());
+        }
+        for mut w in new {
+            w.set_params(&self.state.gen, &self.state.disc)?;
+            eprintln!("lockstep: {} joins at step {}", w.device(), self.state.step);
+            self.meters.compute.push(Meters::compute_for(&format!("{}", self.meters.next_label)));
+            self.meters.next_label += 1;
+            self.workers.push(w);
+        }
+        self.reshard();
+        Ok(())
+    }
+
+    /// Lets workers join at step boundaries.
+    pub fn set_joiner(&mut self, j: Joiner) {
+        self.joiner = Some(j);
+    }
+
     /// Phase 1 on the whole minibatch, reduced: fills grad_disc, stats, and
     /// grad_gen when eta = 0 (else phase 2 does, with v = grad_disc).
-    fn gradients(&mut self, draw: Draw, want_gen: bool) -> Result<()> {
+    fn gradients_once(&mut self, draw: Draw, want_gen: bool) -> Result<()> {
         let with_gen_grad = want_gen && self.game.eta == 0.0;
         let step = self.state.step;
         let t = std::time::Instant::now();
@@ -299,6 +389,7 @@ impl Trainer {
     /// and is reported as skipped; too many in a row is an error.
     pub fn step(&mut self) -> Result<StepReport> {
         let started = std::time::Instant::now();
+        self.admit()?;
         let mut rep;
         let mut ok;
         match self.cfg.train.update {
