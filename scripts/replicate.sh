@@ -3,6 +3,7 @@
 # gan and wgan, eta 0 and 0.5, seeds 0-2, each for the config's 100,000 steps
 # on one CPU thread, JOBS at a time; then tabulates with replication_table.py.
 #   scripts/replicate.sh [OUT_DIR] [JOBS] [STEPS]
+# DATASETS="ring grid" (the default) selects the data sets.
 set -euo pipefail
 out=${1:-runs/replication}
 jobs=${2:-2}
@@ -11,7 +12,7 @@ mkdir -p "$out"
 cargo build --release --quiet
 cp target/release/lockstep "$out/lockstep"   # one binary for the whole grid
 list=$(mktemp)
-for data in ring grid; do
+for data in ${DATASETS:-ring grid}; do
   for obj in gan wgan; do
     for eta in 0.5 0; do
       for seed in 0 1 2; do

@@ -224,3 +224,36 @@ fn a_worker_joining_mid_run_takes_a_shard_and_the_result_does_not_change() {
     assert_eq!(params(&local), params(&run));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn a_coordinator_killed_and_resumed_ends_bitwise_where_a_straight_run_ends() {
+    let d = tmp("restart");
+    let local = local_run(&d, "2000");
+    let port = free_port();
+    let run = d.join("cluster");
+    let mut coord = coordinator(port, "2000", "2", &run);
+    let (w1, w2) = (worker(port, None), worker(port, None));
+    wait_for_step(&run, 300);
+    coord.kill().unwrap(); // SIGKILL
+    let _ = coord.wait();
+    assert!(!run.join("summary.json").exists(), "the run finished before the kill");
+    // Restarted on the same port with --resume: the workers reconnect.
+    let again = bin()
+        .args(["coordinator", "--quiet", "--resume", "--min-workers", "2", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--out")
+        .arg(&run)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let c = finish(again);
+    assert!(c.status.success(), "coordinator: {}", String::from_utf8_lossy(&c.stderr));
+    for w in [w1, w2] {
+        let o = finish(w);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("retrying"), "{err}");
+    }
+    assert_eq!(params(&local), params(&run));
+    std::fs::remove_dir_all(&d).unwrap();
+}
