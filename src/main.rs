@@ -15,13 +15,51 @@ struct Cli {
     command: Command,
 }
 
+/// What defines a run, for `train` and `coordinator` alike.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The config file, e.g. configs/mog-ring.toml (optional with --resume).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The run directory (default runs/<name>-<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Total steps (overrides train.steps).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Seed (overrides train.seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override a config key, e.g. --set train.eta=0 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Continue the run in --out (or the newest run of the config) from its newest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Serve Prometheus metrics on HOST:PORT.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+}
+
+impl RunArgs {
+    fn options(self, workers: usize, backend: BackendChoice, transport: train::Transport) -> train::TrainOptions {
+        let RunArgs { config, out, steps, seed, sets, resume, threads, quiet, metrics_listen: _ } = self;
+        train::TrainOptions { config, out, steps, seed, sets, resume, backend, workers, transport, threads, quiet }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train in local mode: an embedded coordinator and its workers in one process.
     Train {
-        /// The config file, e.g. configs/mog-ring.toml (optional with --resume).
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
         /// Number of workers.
         #[arg(long, default_value_t = 1)]
         workers: usize,
@@ -31,41 +69,14 @@ enum Command {
         /// auto, cpu or cuda.
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
-        /// The run directory (default runs/<name>-<timestamp>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Total steps (overrides train.steps).
-        #[arg(long)]
-        steps: Option<u64>,
-        /// Seed (overrides train.seed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Override a config key, e.g. --set train.eta=0 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-        /// Continue the run in --out (or the newest run of the config) from its newest checkpoint.
-        #[arg(long)]
-        resume: bool,
-        /// CPU threads (0: one per core).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// No progress output.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Serve Prometheus metrics on HOST:PORT.
-        #[arg(long)]
-        metrics_listen: Option<String>,
     },
     /// Cluster coordinator: serves workers over gRPC and trains.
     Coordinator {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
         /// HOST:PORT to listen on; beyond loopback a --token-file is required.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
-        /// The run directory.
-        #[arg(long)]
-        out: Option<PathBuf>,
         /// Workers to wait for before the first step.
         #[arg(long, default_value_t = 1)]
         min_workers: usize,
@@ -75,21 +86,6 @@ enum Command {
         /// A file holding the shared token (at least 16 characters).
         #[arg(long)]
         token_file: Option<PathBuf>,
-        #[arg(long)]
-        steps: Option<u64>,
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-        #[arg(long)]
-        resume: bool,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        #[arg(long, short)]
-        quiet: bool,
-        /// Serve Prometheus metrics on HOST:PORT.
-        #[arg(long)]
-        metrics_listen: Option<String>,
     },
     /// Cluster worker: dials the coordinator and computes its shards.
     Worker {
@@ -187,68 +183,15 @@ fn serve_metrics(addr: Option<String>) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train {
-            config,
-            workers,
-            transport,
-            backend,
-            out,
-            steps,
-            seed,
-            sets,
-            resume,
-            threads,
-            quiet,
-            metrics_listen,
-        } => {
-            serve_metrics(metrics_listen)?;
-            let o = train::TrainOptions {
-                config,
-                out,
-                steps,
-                seed,
-                sets,
-                resume,
-                backend,
-                workers,
-                transport,
-                threads,
-                quiet,
-            };
-            let summary = train::run(&o)?;
+        Command::Train { run, workers, transport, backend } => {
+            serve_metrics(run.metrics_listen.clone())?;
+            let summary = train::run(&run.options(workers, backend, transport))?;
             println!("{summary}");
         }
-        Command::Coordinator {
-            config,
-            listen,
-            out,
-            min_workers,
-            wait_seconds,
-            token_file,
-            steps,
-            seed,
-            sets,
-            resume,
-            threads,
-            quiet,
-            metrics_listen,
-        } => {
-            serve_metrics(metrics_listen)?;
-            let run = train::TrainOptions {
-                config,
-                out,
-                steps,
-                seed,
-                sets,
-                resume,
-                backend: BackendChoice::Cpu,
-                workers: 1,
-                transport: train::Transport::Grpc,
-                threads,
-                quiet,
-            };
+        Command::Coordinator { run, listen, min_workers, wait_seconds, token_file } => {
+            serve_metrics(run.metrics_listen.clone())?;
             let o = cluster::CoordinatorOptions {
-                run,
+                run: run.options(1, BackendChoice::Cpu, train::Transport::Grpc),
                 listen,
                 min_workers,
                 token_file,
