@@ -211,8 +211,6 @@ impl Trainer {
     }
 
     /// Runs `f` on every worker with a shard, each with its rows of the
-    /// partial sums, concurrently when there are several.
-    /// Runs `f` on every worker with a shard, each with its rows of the
     /// partial sums, concurrently when there are several, and records each
     /// worker's compute time for `phase` (0: one, 1: two): the time the
     /// worker reports, else the call's own, measured before any
@@ -269,10 +267,44 @@ impl Trainer {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Sends the current parameters to every worker; one that cannot take
+    /// them is evicted.
     fn set_params(&mut self) -> Result<()> {
-        for w in self.workers.iter_mut() {
-            w.set_params(&self.state.gen, &self.state.disc)?;
+        let mut lost = Vec::new();
+        let mut last_err = None;
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            if let Err(e) = w.set_params(&self.state.gen, &self.state.disc) {
+                lost.push(i);
+                last_err = Some(e);
+            }
         }
+        match last_err {
+            Some(e) => self.evict(lost, &e),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the workers at `lost` (logged and counted) and shares their
+    /// chunks out again; an error when none is left.
+    fn evict(&mut self, mut lost: Vec<usize>, why: &Error) -> Result<()> {
+        lost.sort_unstable();
+        lost.dedup();
+        for &i in lost.iter().rev() {
+            let w = self.workers.remove(i);
+            drop(self.meters.compute.remove(i));
+            self.meters.evicted.increment(1);
+            eprintln!(
+                "lockstep: evicted worker {} at step {}: {why}; its chunks are redone by the others",
+                w.device(),
+                self.state.step
+            );
+        }
+        if self.workers.is_empty() {
+            return Err(Error::runtime(format!(
+                "every worker is lost (last: {why}); start workers and resume from the last checkpoint"
+            )));
+        }
+        self.reshard();
         Ok(())
     }
 
@@ -285,25 +317,8 @@ impl Trainer {
             match self.gradients_once(draw, want_gen) {
                 Ok(()) => return Ok(()),
                 Err(e) if !self.lost.is_empty() => {
-                    let mut lost = std::mem::take(&mut self.lost);
-                    lost.sort_unstable();
-                    lost.dedup();
-                    for &i in lost.iter().rev() {
-                        let w = self.workers.remove(i);
-                        drop(self.meters.compute.remove(i));
-                        self.meters.evicted.increment(1);
-                        eprintln!(
-                            "lockstep: evicted worker {} at step {}: {e}; its chunks are redone by the others",
-                            w.device(),
-                            self.state.step
-                        );
-                    }
-                    if self.workers.is_empty() {
-                        return Err(Error::runtime(format!(
-                            "every worker is lost (last: {e}); start workers and resume from the last checkpoint"
-                        )));
-                    }
-                    self.reshard();
+                    let lost = std::mem::take(&mut self.lost);
+                    self.evict(lost, &e)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -326,7 +341,10 @@ impl Trainer {
             return Ok(());
         }
         for mut w in new {
-            w.set_params(&self.state.gen, &self.state.disc)?;
+            if let Err(e) = w.set_params(&self.state.gen, &self.state.disc) {
+                eprintln!("lockstep: {} could not join at step {}: {e}", w.device(), self.state.step);
+                continue;
+            }
             eprintln!("lockstep: {} joins at step {}", w.device(), self.state.step);
             self.meters.compute.push(Meters::compute_for(&format!("{}", self.meters.next_label)));
             self.meters.next_label += 1;
