@@ -86,6 +86,9 @@ enum Command {
         /// A file holding the shared token (at least 16 characters).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Seconds a worker may take for one phase before it is evicted.
+        #[arg(long, default_value_t = 60)]
+        phase_deadline: u64,
     },
     /// Cluster worker: dials the coordinator and computes its shards.
     Worker {
@@ -188,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             let summary = train::run(&run.options(workers, backend, transport))?;
             println!("{summary}");
         }
-        Command::Coordinator { run, listen, min_workers, wait_seconds, token_file } => {
+        Command::Coordinator { run, listen, min_workers, wait_seconds, token_file, phase_deadline } => {
             serve_metrics(run.metrics_listen.clone())?;
             let o = cluster::CoordinatorOptions {
                 run: run.options(1, BackendChoice::Cpu, train::Transport::Grpc),
@@ -196,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                 min_workers,
                 token_file,
                 wait: std::time::Duration::from_secs(wait_seconds),
+                phase_deadline: std::time::Duration::from_secs(phase_deadline),
             };
             println!("{}", cluster::run_coordinator(&o)?);
         }

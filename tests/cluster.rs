@@ -257,3 +257,33 @@ fn a_coordinator_killed_and_resumed_ends_bitwise_where_a_straight_run_ends() {
     assert_eq!(params(&local), params(&run));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn a_stalled_worker_misses_the_phase_deadline_and_is_evicted() {
+    let d = tmp("stall");
+    let local = local_run(&d, "1500");
+    let port = free_port();
+    let run = d.join("cluster");
+    let coord = bin()
+        .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", "1500"])
+        .args(["--min-workers", "2", "--phase-deadline", "2", "--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(&run)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (w1, mut w2) = (worker(port, None), worker(port, None));
+    wait_for_step(&run, 200);
+    let stop = |sig: &str| Command::new("kill").args([sig, &w2.id().to_string()]).status().unwrap();
+    assert!(stop("-STOP").success());
+    let c = finish(coord);
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "coordinator: {err}");
+    assert!(err.contains("missed the 2 s deadline") && err.contains("evicted worker"), "{err}");
+    let _ = stop("-CONT");
+    let _ = w2.kill();
+    let _ = w2.wait();
+    assert!(finish(w1).status.success());
+    assert_eq!(params(&local), params(&run));
+    std::fs::remove_dir_all(&d).unwrap();
+}

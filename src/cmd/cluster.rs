@@ -17,6 +17,8 @@ pub struct CoordinatorOptions {
     pub token_file: Option<PathBuf>,
     /// How long to wait for --min-workers before giving up.
     pub wait: Duration,
+    /// How long a worker may take for one phase before it is evicted.
+    pub phase_deadline: Duration,
 }
 
 pub fn run_coordinator(o: &CoordinatorOptions) -> Result<Summary> {
@@ -36,7 +38,10 @@ pub fn run_coordinator(o: &CoordinatorOptions) -> Result<Summary> {
     auth::check_listen(&addr, token.as_deref())?;
     super::set_threads(o.run.threads)?;
     let p = train::prepare(&o.run)?;
-    let (server, lobby) = local::serve(&p.cfg, &o.listen, token)?;
+    if o.phase_deadline.is_zero() {
+        return Err(Error::input("--phase-deadline must be at least 1 second"));
+    }
+    let (server, lobby) = local::serve(&p.cfg, &o.listen, token, o.phase_deadline)?;
     eprintln!("lockstep: coordinator listening on {}; waiting for {} worker(s)", server.addr, o.min_workers);
     let workers = lobby.wait_for(o.min_workers, o.wait)?;
     let workers = workers.into_iter().map(|w| Box::new(w) as Box<dyn crate::backend::Backend>).collect();

@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gan::trainer;
 
-/// How long a phase may take before its worker counts as lost.
+/// How long a phase may take before its worker counts as lost (the default
+/// of `lockstep coordinator --phase-deadline`).
 pub const PHASE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A running coordinator service: keep it alive while its workers train.
@@ -44,7 +45,7 @@ impl Drop for Loopback {
 /// Starts the coordinator's service on `listen` (a token, when given, is
 /// required of every worker); returns the runtime serving it, the bound
 /// address and the lobby where joined workers wait.
-pub fn serve(cfg: &Config, listen: &str, token: Option<String>) -> Result<(Loopback, Arc<Lobby>)> {
+pub fn serve(cfg: &Config, listen: &str, token: Option<String>, deadline: Duration) -> Result<(Loopback, Arc<Lobby>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lockstep-grpc")
@@ -58,7 +59,7 @@ pub fn serve(cfg: &Config, listen: &str, token: Option<String>) -> Result<(Loopb
     let lobby = Arc::new(Lobby::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let layout = trainer::setup(cfg).game.layout();
-    let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), layout, PHASE_DEADLINE);
+    let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), layout, deadline);
     let max = wire::max_message_bytes(cfg);
     let service = CoordinatorServer::new(svc).max_decoding_message_size(max).max_encoding_message_size(max);
     let service = tonic::service::interceptor::InterceptedService::new(service, super::auth::Check::new(token));
@@ -80,7 +81,7 @@ pub fn serve(cfg: &Config, listen: &str, token: Option<String>) -> Result<(Loopb
 /// Starts the service on loopback and `n` workers in this process; returns
 /// them once all have joined.
 pub fn start(cfg: &Config, n: usize, choice: BackendChoice) -> Result<(Loopback, Vec<Box<dyn Backend>>)> {
-    let (lb, lobby) = serve(cfg, "127.0.0.1:0", None)?;
+    let (lb, lobby) = serve(cfg, "127.0.0.1:0", None, PHASE_DEADLINE)?;
     let url = format!("http://{}", lb.addr);
     for _ in 0..n {
         let url = url.clone();
