@@ -23,6 +23,22 @@ fn train(args: &[&str], out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
 }
 
+/// Trains into a fresh directory and returns the final state (the directory removed).
+fn final_state(name: &str, args: &[&str]) -> (serde_json::Value, lockstep::gan::trainer::TrainState) {
+    let d = tmp(name);
+    let summary = train(args, &d);
+    let st = checkpoint::load(&checkpoint::latest(&d).unwrap()).unwrap().state;
+    std::fs::remove_dir_all(&d).unwrap();
+    (summary, st)
+}
+
+/// Asserts both players' parameters are the same to the bit.
+fn assert_same_bits(a: &lockstep::gan::trainer::TrainState, b: &lockstep::gan::trainer::TrainState, what: &str) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a.gen), bits(&b.gen), "{what}: generator");
+    assert_eq!(bits(&a.disc), bits(&b.disc), "{what}: discriminator");
+}
+
 #[test]
 fn short_ring_covers_all_modes_with_mostly_high_quality_samples() {
     let d = tmp("ring");
@@ -39,63 +55,49 @@ fn short_ring_covers_all_modes_with_mostly_high_quality_samples() {
 fn one_two_and_three_workers_give_bitwise_the_same_parameters() {
     // The authors' config, 200 steps: per-chunk partial sums added in chunk
     // order make the worker count irrelevant, to the bit.
-    let states: Vec<_> = ["1", "2", "3"]
-        .iter()
-        .map(|n| {
-            let d = tmp(&format!("workers{n}"));
-            let s = train(&["--config", "configs/mog-ring.toml", "--steps", "200", "--workers", n], &d);
-            assert_eq!(s["workers"].as_u64().unwrap(), n.parse::<u64>().unwrap());
-            let st = checkpoint::load(&checkpoint::latest(&d).unwrap()).unwrap().state;
-            std::fs::remove_dir_all(&d).unwrap();
-            st
-        })
-        .collect();
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    for s in &states[1..] {
-        assert_eq!(bits(&s.gen), bits(&states[0].gen));
-        assert_eq!(bits(&s.disc), bits(&states[0].disc));
-        assert_eq!(bits(&s.opt_gen.v), bits(&states[0].opt_gen.v));
+    let run = |n: &str| {
+        let (s, st) = final_state(
+            &format!("workers{n}"),
+            &["--config", "configs/mog-ring.toml", "--steps", "200", "--workers", n],
+        );
+        assert_eq!(s["workers"].as_u64().unwrap(), n.parse::<u64>().unwrap());
+        st
+    };
+    let base = run("1");
+    for n in ["2", "3"] {
+        let st = run(n);
+        assert_same_bits(&st, &base, &format!("{n} workers"));
+        assert_eq!(
+            st.opt_gen.v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            base.opt_gen.v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
     }
 }
 
 #[test]
 fn grpc_and_in_process_workers_give_bitwise_the_same_parameters() {
     let run = |transport: &str, workers: &str| {
-        let d = tmp(&format!("{transport}{workers}"));
-        let s = train(
-            &["--config", "tests/data/tiny-ring.toml", "--steps", "60", "--workers", workers, "--transport", transport],
-            &d,
-        );
+        let args =
+            ["--config", "tests/data/tiny-ring.toml", "--steps", "60", "--workers", workers, "--transport", transport];
+        let (s, st) = final_state(&format!("{transport}{workers}"), &args);
         assert_eq!(s["steps"], 60);
-        let st = checkpoint::load(&checkpoint::latest(&d).unwrap()).unwrap().state;
-        std::fs::remove_dir_all(&d).unwrap();
         st
     };
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let base = run("inproc", "1");
     for (t, w) in [("grpc", "1"), ("grpc", "2"), ("grpc", "3"), ("inproc", "3")] {
-        let s = run(t, w);
-        assert_eq!(bits(&s.gen), bits(&base.gen), "{t} with {w} workers");
-        assert_eq!(bits(&s.disc), bits(&base.disc), "{t} with {w} workers");
+        assert_same_bits(&run(t, w), &base, &format!("{t} with {w} workers"));
     }
 }
 
 #[test]
 fn results_do_not_depend_on_the_number_of_threads() {
-    let states: Vec<_> = ["1", "2", "3"]
-        .iter()
-        .map(|t| {
-            let d = tmp(&format!("threads{t}"));
-            train(&["--config", "tests/data/tiny-ring.toml", "--steps", "60", "--threads", t], &d);
-            let st = checkpoint::load(&checkpoint::latest(&d).unwrap()).unwrap().state;
-            std::fs::remove_dir_all(&d).unwrap();
-            st
-        })
-        .collect();
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    for s in &states[1..] {
-        assert_eq!(bits(&s.gen), bits(&states[0].gen));
-        assert_eq!(bits(&s.disc), bits(&states[0].disc));
+    let run = |t: &str| {
+        final_state(&format!("threads{t}"), &["--config", "tests/data/tiny-ring.toml", "--steps", "60", "--threads", t])
+            .1
+    };
+    let base = run("1");
+    for t in ["2", "3"] {
+        assert_same_bits(&run(t), &base, &format!("{t} threads"));
     }
 }
 

@@ -39,7 +39,6 @@ pub struct RemoteWorker {
 }
 
 impl RemoteWorker {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u32,
         join: &proto::Join,
