@@ -18,6 +18,7 @@ use safetensors::SafeTensors;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::f32le;
 use crate::fsutil::write_atomic;
 use crate::gan::phases::Game;
 use crate::gan::trainer::{self, TrainState};
@@ -25,16 +26,12 @@ use crate::nn::Network;
 
 pub const FORMAT: &str = "lockstep-checkpoint-1";
 
-fn bytes_of(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 /// Serializes the training state and its config.
 pub fn to_bytes(cfg: &Config, game: &Game, st: &TrainState) -> Result<Vec<u8>> {
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut add = |prefix: &str, net: &Network, v: &[f32]| {
         for t in net.tensors() {
-            owned.push((format!("{prefix}.{}", t.name), t.shape.clone(), bytes_of(&v[t.range.clone()])));
+            owned.push((format!("{prefix}.{}", t.name), t.shape.clone(), f32le::encode(&v[t.range.clone()])));
         }
     };
     add("generator", &game.gen, &st.gen);
@@ -112,9 +109,7 @@ fn from_bytes(bytes: &[u8]) -> std::result::Result<Loaded, String> {
             if v.dtype() != Dtype::F32 || v.shape() != t.shape.as_slice() {
                 return Err(format!("tensor `{full}` is {:?} {:?}, expected F32 {:?}", v.dtype(), v.shape(), t.shape));
             }
-            for (d, c) in out[t.range.clone()].iter_mut().zip(v.data().chunks_exact(4)) {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
+            f32le::decode(v.data(), &mut out[t.range.clone()], &full)?;
         }
         Ok(())
     };

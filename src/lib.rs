@@ -14,6 +14,7 @@ pub mod data;
 pub mod dist;
 pub mod error;
 pub mod eval;
+pub mod f32le;
 pub mod fsutil;
 pub mod gan;
 pub mod nn;

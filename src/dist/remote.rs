@@ -12,6 +12,7 @@ use super::proto::{self, coordinator_message::Kind};
 use super::wire;
 use crate::backend::{Backend, Draw, ShardTask};
 use crate::error::{Error, Result};
+use crate::f32le;
 use crate::gan::phases::PartialLayout;
 
 pub type Outbound = tmpsc::Sender<std::result::Result<proto::CoordinatorMessage, Status>>;
@@ -150,7 +151,7 @@ impl Backend for RemoteWorker {
     }
 
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
-        let (generator, discriminator) = (wire::to_bytes(gen), wire::to_bytes(disc));
+        let (generator, discriminator) = (f32le::encode(gen), f32le::encode(disc));
         self.bytes_sent.increment((generator.len() + discriminator.len()) as u64 + 32);
         self.send(Kind::Params(proto::Params { step: 0, generator, discriminator }))
     }
@@ -184,7 +185,7 @@ impl Backend for RemoteWorker {
             first_chunk: task.chunks.start as u32,
             chunks: task.chunks.len() as u32,
             with_gen_grad: false,
-            v: wire::to_bytes(v),
+            v: f32le::encode(v),
         };
         self.next_request += 1;
         self.phase(req, out)

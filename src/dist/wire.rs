@@ -1,5 +1,6 @@
-//! Tensors on the wire (little-endian f32 in `bytes` fields) and the sizes
-//! that both ends set explicitly.
+//! Tensors on the wire (little-endian f32 in `bytes` fields, `crate::f32le`),
+//! the columns each phase's result carries, and the sizes that both ends set
+//! explicitly.
 
 use std::ops::Range;
 
@@ -17,25 +18,6 @@ pub fn max_message_bytes(cfg: &Config) -> usize {
     let row = game.layout().stride();
     let floats = (row * cfg.chunks()).max(game.gen.n_params + game.disc.n_params);
     floats * 4 + (1 << 20)
-}
-
-pub fn to_bytes(v: &[f32]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        b.extend_from_slice(&x.to_le_bytes());
-    }
-    b
-}
-
-/// Decodes exactly `out.len()` floats, or says what is wrong.
-pub fn read_f32s(b: &[u8], out: &mut [f32], what: &str) -> Result<(), String> {
-    if b.len() != out.len() * 4 {
-        return Err(format!("{what}: {} bytes, expected {} ({} floats)", b.len(), out.len() * 4, out.len()));
-    }
-    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
-        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-    }
-    Ok(())
 }
 
 /// The columns of a row of partial sums that a phase's result carries:
@@ -106,15 +88,6 @@ pub fn fold_rows(rows: &[f32], stride: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn floats_round_trip_and_sizes_are_checked() {
-        let v = [1.5f32, -0.0, f32::MAX, 3e-40];
-        let mut out = [0.0f32; 4];
-        read_f32s(&to_bytes(&v), &mut out, "t").unwrap();
-        assert_eq!(v.map(f32::to_bits), out.map(f32::to_bits));
-        assert!(read_f32s(&[0u8; 15], &mut out, "t").unwrap_err().contains("15 bytes"));
-    }
 
     #[test]
     fn columns_round_trip_and_leave_the_rest() {

@@ -15,6 +15,7 @@ use super::{wire, PROTOCOL_VERSION};
 use crate::backend::{self, Backend, BackendChoice, Draw, ShardTask};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::f32le;
 use crate::gan::phases::PartialLayout;
 use crate::gan::trainer;
 
@@ -105,19 +106,14 @@ fn serve(
         metrics::histogram!(name, "worker" => id.to_string(), "phase" => "one"),
         metrics::histogram!(name, "worker" => id.to_string(), "phase" => "two"),
     ];
-    let (mut n_gen, mut n_disc) = (0usize, 0usize);
-    let mut gen = Vec::new();
-    let mut disc = Vec::new();
+    let mut gen = vec![0.0f32; layout.n_gen];
+    let mut disc = vec![0.0f32; layout.n_disc];
+    let mut v = vec![0.0f32; layout.n_disc];
     while let Ok(k) = rx.recv() {
         let req = match k {
             Kind::Params(p) => {
-                if n_gen == 0 {
-                    (n_gen, n_disc) = (p.generator.len() / 4, p.discriminator.len() / 4);
-                    gen.resize(n_gen, 0.0);
-                    disc.resize(n_disc, 0.0);
-                }
-                let ok = wire::read_f32s(&p.generator, &mut gen, "generator")
-                    .and_then(|_| wire::read_f32s(&p.discriminator, &mut disc, "discriminator"));
+                let ok = f32le::decode(&p.generator, &mut gen, "generator")
+                    .and_then(|_| f32le::decode(&p.discriminator, &mut disc, "discriminator"));
                 match ok {
                     Ok(()) => be.set_params(&gen, &disc)?,
                     Err(m) => return Err(Error::runtime(format!("bad parameters from the coordinator: {m}"))),
@@ -132,8 +128,7 @@ fn serve(
         rows.resize(chunks.len() * stride, 0.0);
         let phase_two = req.phase == proto::Phase::Two as i32;
         let done = if phase_two {
-            let mut v = vec![0.0f32; n_disc];
-            wire::read_f32s(&req.v, &mut v, "v").map_err(Error::runtime).and_then(|_| be.phase2(&v, &mut rows))
+            f32le::decode(&req.v, &mut v, "v").map_err(Error::runtime).and_then(|_| be.phase2(&v, &mut rows))
         } else {
             let draw = if req.draw == proto::Draw::Second as i32 { Draw::Second } else { Draw::First };
             let task = ShardTask { step: req.step, draw, chunks: chunks.clone(), with_gen_grad: req.with_gen_grad };

@@ -217,10 +217,10 @@ impl Trainer {
     /// synchronization.
     fn on_workers(&mut self, phase: usize, f: &WorkerJob<'_>) -> Result<()> {
         let stride = self.layout.stride();
-        let timed = |i: usize, w: &mut dyn Backend, shard: Range<usize>, out: &mut [f32]| -> Result<(usize, f64)> {
+        let timed = |w: &mut dyn Backend, shard: Range<usize>, out: &mut [f32]| -> Result<f64> {
             let t = std::time::Instant::now();
             f(w, shard, out)?;
-            Ok((i, w.reported_compute_seconds().unwrap_or_else(|| t.elapsed().as_secs_f64())))
+            Ok(w.reported_compute_seconds().unwrap_or_else(|| t.elapsed().as_secs_f64()))
         };
         let mut rest: &mut [f32] = &mut self.partials;
         let mut jobs = Vec::new();
@@ -238,16 +238,16 @@ impl Trainer {
             }
         }
         if let Some((i, w, shard, out)) = single {
-            let (i, secs) = timed(i, w.as_mut(), shard, out).inspect_err(|_| self.lost.push(i))?;
+            let secs = timed(w.as_mut(), shard, out).inspect_err(|_| self.lost.push(i))?;
             self.meters.compute[i][phase].record(secs);
             return Ok(());
         }
         // One thread per worker: a remote worker blocks while it waits for
         // its answer, which must not tie up the compute threads.
-        let done: Vec<(usize, Result<(usize, f64)>)> = std::thread::scope(|s| {
+        let done: Vec<(usize, Result<f64>)> = std::thread::scope(|s| {
             let handles: Vec<_> = jobs
                 .into_iter()
-                .map(|(i, w, shard, out)| (i, s.spawn(move || timed(i, w.as_mut(), shard, out))))
+                .map(|(i, w, shard, out)| (i, s.spawn(move || timed(w.as_mut(), shard, out))))
                 .collect();
             handles
                 .into_iter()
@@ -257,7 +257,7 @@ impl Trainer {
         let mut first_err = None;
         for (i, r) in done {
             match r {
-                Ok((i, secs)) => self.meters.compute[i][phase].record(secs),
+                Ok(secs) => self.meters.compute[i][phase].record(secs),
                 Err(e) => {
                     self.lost.push(i);
                     first_err.get_or_insert(e);
