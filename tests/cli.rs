@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use lockstep::checkpoint;
+
+mod common;
 
 const TINY: &str = "tests/data/tiny-ring.toml";
 
@@ -15,10 +16,7 @@ fn lockstep() -> Command {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lockstep-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("cli", name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -112,9 +110,7 @@ fn bad_checkpoints_are_refused_and_left_alone() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
+use common::bits;
 
 #[test]
 fn killed_and_resumed_run_is_bitwise_identical() {
@@ -136,18 +132,8 @@ fn killed_and_resumed_run_is_bitwise_identical() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let mut child = lockstep().args(args(&b)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let t = Instant::now();
     // Kill it once it has written a checkpoint past the first, mid-run.
-    loop {
-        let step = checkpoint::latest(&b).and_then(|p| {
-            p.file_name()?.to_str()?.trim_start_matches("step-").trim_end_matches(".safetensors").parse::<u64>().ok()
-        });
-        if step.is_some_and(|s| s >= 200) {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    common::wait_for_step(&b, 200);
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success(), "the run finished before it could be killed; make it longer");

@@ -8,15 +8,14 @@ use std::process::{Child, Command, Output, Stdio};
 
 use lockstep::checkpoint;
 
+mod common;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lockstep"))
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lockstep-cluster-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("cluster", name)
 }
 
 fn free_port() -> u16 {
@@ -38,7 +37,7 @@ fn finish(c: Child) -> Output {
 
 fn params(dir: &Path) -> (Vec<u32>, Vec<u32>) {
     let s = checkpoint::load(&checkpoint::latest(dir).unwrap()).unwrap().state;
-    (s.gen.iter().map(|x| x.to_bits()).collect(), s.disc.iter().map(|x| x.to_bits()).collect())
+    (common::bits(&s.gen), common::bits(&s.disc))
 }
 
 #[test]
@@ -141,24 +140,7 @@ fn beyond_loopback_a_token_is_required_and_checked() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// The step of a run directory's newest checkpoint.
-fn latest_step(dir: &Path) -> Option<u64> {
-    checkpoint::latest(dir)?
-        .file_name()?
-        .to_str()?
-        .trim_start_matches("step-")
-        .trim_end_matches(".safetensors")
-        .parse()
-        .ok()
-}
-
-fn wait_for_step(dir: &Path, step: u64) {
-    let t = std::time::Instant::now();
-    while latest_step(dir).is_none_or(|s| s < step) {
-        assert!(t.elapsed() < std::time::Duration::from_secs(120), "no checkpoint at step {step}");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
+use common::wait_for_step;
 
 fn local_run(d: &Path, steps: &str) -> PathBuf {
     let local = d.join("local");

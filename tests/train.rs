@@ -7,10 +7,10 @@ use std::process::Command;
 
 use lockstep::checkpoint;
 
+mod common;
+
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lockstep-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("train", name)
 }
 
 fn train(args: &[&str], out: &Path) -> serde_json::Value {
@@ -34,7 +34,7 @@ fn final_state(name: &str, args: &[&str]) -> (serde_json::Value, lockstep::gan::
 
 /// Asserts both players' parameters are the same to the bit.
 fn assert_same_bits(a: &lockstep::gan::trainer::TrainState, b: &lockstep::gan::trainer::TrainState, what: &str) {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    use common::bits;
     assert_eq!(bits(&a.gen), bits(&b.gen), "{what}: generator");
     assert_eq!(bits(&a.disc), bits(&b.disc), "{what}: discriminator");
 }
