@@ -53,7 +53,8 @@ pub fn to_bytes(cfg: &Config, game: &Game, st: &TrainState) -> Result<Vec<u8>> {
         ("optim.generator.step", st.opt_gen.t.to_string()),
         ("optim.discriminator.step", st.opt_disc.t.to_string()),
         ("seed", cfg.train.seed.to_string()),
-        ("loss_scale", "1".to_string()),
+        ("loss_scale", st.loss_scale.scale.to_string()),
+        ("loss_scale_clean_steps", st.loss_scale.clean.to_string()),
         ("config", cfg.to_toml()),
     ]
     .into_iter()
@@ -123,6 +124,16 @@ fn from_bytes(bytes: &[u8]) -> std::result::Result<Loaded, String> {
     }
     state.step = num("step")?;
     state.skipped = num("skipped_steps")?;
+    // Checkpoints written before loss scaling have no (or a placeholder) scale.
+    if let Some(s) = md.get("loss_scale").and_then(|s| s.parse::<f32>().ok()) {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(format!("metadata `loss_scale` is {s}, expected a positive number"));
+        }
+        state.loss_scale.scale = s;
+    }
+    if md.contains_key("loss_scale_clean_steps") {
+        state.loss_scale.clean = num("loss_scale_clean_steps")?;
+    }
     state.opt_gen.t = num("optim.generator.step")?;
     state.opt_disc.t = num("optim.discriminator.step")?;
     if state.gen.iter().chain(&state.disc).any(|v| !v.is_finite()) {

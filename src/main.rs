@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lockstep::backend::BackendChoice;
+use lockstep::backend::{BackendChoice, BackendSpec};
 use lockstep::cmd::{bench, cluster, eval, train};
 use lockstep::{toy, Result};
 
@@ -48,7 +48,7 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn options(self, workers: usize, backend: BackendChoice, transport: train::Transport) -> train::TrainOptions {
+    fn options(self, workers: usize, backend: BackendSpec, transport: train::Transport) -> train::TrainOptions {
         let RunArgs { config, out, steps, seed, sets, resume, threads, quiet, metrics_listen: _ } = self;
         train::TrainOptions { config, out, steps, seed, sets, resume, backend, workers, transport, threads, quiet }
     }
@@ -69,6 +69,9 @@ enum Command {
         /// auto, cpu or cuda.
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
+        /// The GPU to use (cuda, or auto when it picks CUDA).
+        #[arg(long, default_value_t = 0)]
+        device: usize,
     },
     /// Cluster coordinator: serves workers over gRPC and trains.
     Coordinator {
@@ -95,8 +98,12 @@ enum Command {
         /// The coordinator's URL, e.g. http://10.0.0.1:7070.
         #[arg(long)]
         coordinator: String,
+        /// auto, cpu or cuda.
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
+        /// The GPU to use (cuda, or auto when it picks CUDA).
+        #[arg(long, default_value_t = 0)]
+        device: usize,
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
@@ -156,8 +163,12 @@ enum Command {
     Bench {
         #[arg(long)]
         config: PathBuf,
+        /// auto, cpu or cuda.
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
+        /// The GPU to use (cuda, or auto when it picks CUDA).
+        #[arg(long, default_value_t = 0)]
+        device: usize,
         /// Timed steps (after the warm-up).
         #[arg(long, default_value_t = 300)]
         steps: u64,
@@ -186,15 +197,16 @@ fn serve_metrics(addr: Option<String>) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { run, workers, transport, backend } => {
+        Command::Train { run, workers, transport, backend, device } => {
             serve_metrics(run.metrics_listen.clone())?;
+            let backend = BackendSpec { choice: backend, device };
             let summary = train::run(&run.options(workers, backend, transport))?;
             println!("{summary}");
         }
         Command::Coordinator { run, listen, min_workers, wait_seconds, token_file, phase_deadline } => {
             serve_metrics(run.metrics_listen.clone())?;
             let o = cluster::CoordinatorOptions {
-                run: run.options(1, BackendChoice::Cpu, train::Transport::Grpc),
+                run: run.options(1, BackendSpec::cpu(), train::Transport::Grpc),
                 listen,
                 min_workers,
                 token_file,
@@ -203,11 +215,11 @@ fn run(cli: Cli) -> Result<()> {
             };
             println!("{}", cluster::run_coordinator(&o)?);
         }
-        Command::Worker { coordinator, backend, token_file, threads, retry_for, metrics_listen } => {
+        Command::Worker { coordinator, backend, device, token_file, threads, retry_for, metrics_listen } => {
             serve_metrics(metrics_listen)?;
             let o = cluster::WorkerOptions {
                 coordinator,
-                backend,
+                backend: BackendSpec { choice: backend, device },
                 token_file,
                 threads,
                 retry_for: std::time::Duration::from_secs(retry_for),
@@ -228,7 +240,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { checkpoint, n } => println!("{}", eval::run_eval(&checkpoint, n)?),
         Command::Sample { checkpoint, n, out, seed } => eval::run_sample(&checkpoint, n, &out, seed)?,
-        Command::Bench { config, backend, steps, warmup, workers, transport, threads, sets } => {
+        Command::Bench { config, backend, device, steps, warmup, workers, transport, threads, sets } => {
+            let backend = BackendSpec { choice: backend, device };
             let o = bench::BenchOptions { config: &config, backend, steps, warmup, workers, transport, threads, sets };
             println!("{}", bench::run(&o)?);
         }

@@ -57,6 +57,12 @@ impl Stream {
         }
     }
 
+    /// (key, step's low word, purpose and step's high bits): the counter's
+    /// fixed parts, as the CUDA kernels take them.
+    pub fn parts(&self) -> ([u32; 2], u32, u32) {
+        (self.key, self.step_lo, self.hi)
+    }
+
     /// The 4 words for sample `index`, block `block`.
     #[inline]
     pub fn words(&self, index: u32, block: u32) -> [u32; 4] {

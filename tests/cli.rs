@@ -201,3 +201,20 @@ fn eval_and_sample_read_a_checkpoint() {
     assert!(text.lines().skip(1).all(|l| l.split(',').all(|x| x.parse::<f32>().unwrap().is_finite())));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn backend_cuda_without_a_gpu_is_a_clear_input_error_and_auto_falls_back() {
+    if let Some(why) = lockstep::backend::cuda::unavailable() {
+        let out = tmp("cuda-none").join("run");
+        let o = run(&["train", "--config", TINY, "--out", out.to_str().unwrap(), "--backend", "cuda", "--steps", "2"]);
+        assert_input_error(&o, &[&why, "use --backend cpu"]);
+        assert!(!out.exists(), "a refused run must write nothing");
+        let o = run(&["bench", "--config", TINY, "--steps", "2", "--warmup", "0"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("backend auto") && err.contains("using the CPU backend"), "{err}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("\"backend\":\"cpu\""));
+    } else {
+        println!("skipped: this machine has a usable GPU, so --backend cuda does not fail here");
+    }
+}

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use lockstep::backend::{Backend, BackendChoice};
+use lockstep::backend::{Backend, BackendSpec};
 use lockstep::config::Config;
 use lockstep::dist::proto::{self, coordinator_client::CoordinatorClient, worker_message};
 use lockstep::dist::{local, worker, PROTOCOL_VERSION};
@@ -75,7 +75,7 @@ fn bad_sessions_are_refused_and_good_workers_still_train() {
     // A good worker joins and trains as usual.
     lb.runtime.spawn(async move {
         let ch = worker::connect(&url).await.unwrap();
-        worker::run_session(ch, BackendChoice::Cpu, None).await.unwrap();
+        worker::run_session(ch, BackendSpec::cpu(), None).await.unwrap();
     });
     let workers = lobby.wait_for(1, Duration::from_secs(30)).unwrap();
     let workers: Vec<Box<dyn Backend>> = workers.into_iter().map(|w| Box::new(w) as Box<dyn Backend>).collect();

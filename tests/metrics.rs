@@ -79,7 +79,7 @@ fn a_running_trainer_serves_its_metrics() {
         let samples = get(m, "lockstep_samples_total");
         assert!((samples / 64.0 - steps).abs() <= 1.0, "samples {samples} vs steps {steps}");
         assert_eq!(get(m, "lockstep_workers"), 2.0);
-        assert_eq!(get(m, "lockstep_loss_scale"), 1.0);
+        assert_eq!(get(m, "lockstep_loss_scale"), 65536.0, "the initial loss scale (no overflow on the CPU)");
         assert!(get(m, "lockstep_value").is_finite());
         assert!(get(m, "lockstep_regularizer") >= 0.0);
         assert!(get(m, "lockstep_grad_norm{player=\"generator\"}") > 0.0);

@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lockstep::backend::{self, BackendChoice};
+use lockstep::backend::{self, BackendSpec};
 use lockstep::config::Config;
 use lockstep::gan::trainer::{self, TrainState, Trainer};
 use lockstep::nn::float::matmul_count;
@@ -39,7 +39,7 @@ fn training_steps_do_not_allocate() {
             let sets = [format!("train.update=\"{update}\""), format!("train.eta={eta}")];
             let cfg = Config::load(std::path::Path::new("configs/mog-ring.toml"), &sets).unwrap();
             let setup = trainer::setup(&cfg);
-            let be = backend::create(BackendChoice::Cpu, &setup).unwrap();
+            let be = backend::create(BackendSpec::cpu(), &setup).unwrap();
             let st = TrainState::init(&cfg, &setup.game);
             let mut t = Trainer::new(cfg, setup.game, st, vec![be]).unwrap();
             for _ in 0..3 {

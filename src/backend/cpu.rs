@@ -9,6 +9,16 @@ use crate::error::{Error, Result};
 use crate::gan::phases::{self, ChunkState, PartialLayout};
 use crate::rng::{Purpose, Stream};
 
+/// The CPU, in words.
+pub fn device() -> String {
+    format!("{} ({} threads)", std::env::consts::ARCH, rayon::current_num_threads())
+}
+
+/// Relative speed for sizing shards: the thread count.
+pub fn capacity() -> f64 {
+    rayon::current_num_threads() as f64
+}
+
 pub struct CpuBackend {
     setup: Setup,
     layout: PartialLayout,
@@ -51,11 +61,11 @@ impl Backend for CpuBackend {
     }
 
     fn device(&self) -> String {
-        format!("{} ({} threads)", std::env::consts::ARCH, rayon::current_num_threads())
+        device()
     }
 
     fn capacity(&self) -> f64 {
-        rayon::current_num_threads() as f64
+        capacity()
     }
 
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {

@@ -4,9 +4,10 @@
 //! `gan::phases::PartialLayout`); the caller reduces them in chunk order and
 //! runs the optimizer on fp32 master weights.  The CPU backend is the
 //! reference; a CUDA backend keeps device buffers, a stream and fp16 copies
-//! behind the same calls.
+//! behind the same calls (`cuda`).
 
 pub mod cpu;
+pub mod cuda;
 
 use std::ops::Range;
 
@@ -26,7 +27,7 @@ pub enum Draw {
 }
 
 /// The work of one phase 1 on one backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ShardTask {
     pub step: u64,
     pub draw: Draw,
@@ -34,6 +35,9 @@ pub struct ShardTask {
     pub chunks: Range<usize>,
     /// Also compute grad_G in phase 1 (when eta = 0 there is no phase 2).
     pub with_gen_grad: bool,
+    /// The loss scale fp16 backends multiply their backward seeds by (and
+    /// divide the gradient sums by); see `gan::loss_scale`.
+    pub loss_scale: f32,
 }
 
 /// Everything a backend needs to build its replica.
@@ -89,20 +93,53 @@ impl std::str::FromStr for BackendChoice {
     }
 }
 
-/// Builds the backend asked for.  This build has the CPU backend only:
-/// `auto` falls back to it with one log line, `cuda` is an error.
-pub fn create(choice: BackendChoice, setup: &Setup) -> Result<Box<dyn Backend>> {
-    match choice {
-        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(setup))),
-        BackendChoice::Auto => {
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                eprintln!("lockstep: backend auto: no CUDA backend in this build; using the CPU backend")
-            });
-            Ok(Box::new(CpuBackend::new(setup)))
-        }
-        BackendChoice::Cuda => {
-            Err(Error::input("--backend cuda: this build of lockstep has no CUDA backend yet; use --backend cpu"))
-        }
+/// A backend and the device it runs on (`--backend`, `--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub choice: BackendChoice,
+    /// The GPU's index, for `cuda` (and `auto` when it picks CUDA).
+    pub device: usize,
+}
+
+impl BackendSpec {
+    pub fn cpu() -> BackendSpec {
+        BackendSpec { choice: BackendChoice::Cpu, device: 0 }
     }
+}
+
+/// The backend `choice` stands for here: `auto` is CUDA when a driver,
+/// NVRTC, cuBLAS and a GPU are present, else the CPU (saying why, once).
+pub fn resolve(choice: BackendChoice) -> BackendChoice {
+    match choice {
+        BackendChoice::Auto => match cuda::unavailable() {
+            None => BackendChoice::Cuda,
+            Some(why) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("lockstep: backend auto: {why}; using the CPU backend"));
+                BackendChoice::Cpu
+            }
+        },
+        c => c,
+    }
+}
+
+/// (name, device, capacity) of the backend `spec` will build, known before
+/// its replica is (a worker describes itself when it joins).
+pub fn describe(spec: BackendSpec) -> Result<(&'static str, String, f64)> {
+    Ok(match resolve(spec.choice) {
+        BackendChoice::Cuda => {
+            let (device, capacity) = cuda::describe(spec.device)?;
+            ("cuda", device, capacity)
+        }
+        _ => ("cpu", cpu::device(), cpu::capacity()),
+    })
+}
+
+/// Builds the backend asked for; `cuda` without a usable GPU is an input
+/// error naming what is missing.
+pub fn create(spec: BackendSpec, setup: &Setup) -> Result<Box<dyn Backend>> {
+    Ok(match resolve(spec.choice) {
+        BackendChoice::Cuda => Box::new(cuda::CudaBackend::new(setup, spec.device)?),
+        _ => Box::new(CpuBackend::new(setup)),
+    })
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::backend::BackendChoice;
+use crate::backend::BackendSpec;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gan::trainer::{self, TrainState, Trainer};
@@ -13,7 +13,7 @@ use crate::telemetry;
 
 pub struct BenchOptions<'a> {
     pub config: &'a Path,
-    pub backend: BackendChoice,
+    pub backend: BackendSpec,
     pub steps: u64,
     pub warmup: u64,
     pub workers: usize,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::train::{self, Summary, TrainOptions};
-use crate::backend::BackendChoice;
+use crate::backend::BackendSpec;
 use crate::dist::{auth, local, worker};
 use crate::error::{Error, Result};
 
@@ -55,7 +55,7 @@ pub fn run_coordinator(o: &CoordinatorOptions) -> Result<Summary> {
 
 pub struct WorkerOptions {
     pub coordinator: String,
-    pub backend: BackendChoice,
+    pub backend: BackendSpec,
     pub token_file: Option<PathBuf>,
     pub threads: usize,
     /// How long to keep trying to reach the coordinator after the last session.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::backend::{self, BackendChoice};
+use crate::backend::{self, BackendChoice, BackendSpec};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -26,7 +26,7 @@ pub struct TrainOptions {
     pub seed: Option<u64>,
     pub sets: Vec<String>,
     pub resume: bool,
-    pub backend: BackendChoice,
+    pub backend: BackendSpec,
     pub workers: usize,
     pub transport: Transport,
     pub threads: usize,
@@ -59,7 +59,7 @@ impl std::str::FromStr for Transport {
 pub type LocalWorkers = (Option<crate::dist::local::Loopback>, Vec<Box<dyn crate::backend::Backend>>);
 
 /// The workers of a local run.
-pub fn local_workers(cfg: &Config, n: usize, choice: BackendChoice, transport: Transport) -> Result<LocalWorkers> {
+pub fn local_workers(cfg: &Config, n: usize, choice: BackendSpec, transport: Transport) -> Result<LocalWorkers> {
     match transport {
         Transport::Inproc => {
             let setup = trainer::setup(cfg);
@@ -116,6 +116,11 @@ pub fn run(o: &TrainOptions) -> Result<Summary> {
         return Err(Error::input("--workers 0: give at least 1"));
     }
     super::set_threads(o.threads)?;
+    // A GPU that cannot be used is refused before the run directory exists
+    // (`auto` without one falls back to the CPU later, saying so).
+    if o.backend.choice == BackendChoice::Cuda || backend::cuda::unavailable().is_none() {
+        backend::describe(o.backend)?;
+    }
     let p = prepare(o)?;
     let (_loopback, workers) = local_workers(&p.cfg, o.workers, o.backend, o.transport)?;
     train_on(p, workers, None, o.quiet)

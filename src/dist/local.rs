@@ -12,7 +12,7 @@ use tonic::transport::Server;
 use super::coordinator::{CoordinatorService, Lobby};
 use super::proto::coordinator_server::CoordinatorServer;
 use super::{wire, worker};
-use crate::backend::{Backend, BackendChoice};
+use crate::backend::{Backend, BackendSpec};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gan::trainer;
@@ -80,7 +80,7 @@ pub fn serve(cfg: &Config, listen: &str, token: Option<String>, deadline: Durati
 
 /// Starts the service on loopback and `n` workers in this process; returns
 /// them once all have joined.
-pub fn start(cfg: &Config, n: usize, choice: BackendChoice) -> Result<(Loopback, Vec<Box<dyn Backend>>)> {
+pub fn start(cfg: &Config, n: usize, choice: BackendSpec) -> Result<(Loopback, Vec<Box<dyn Backend>>)> {
     let (lb, lobby) = serve(cfg, "127.0.0.1:0", None, PHASE_DEADLINE)?;
     let url = format!("http://{}", lb.addr);
     for _ in 0..n {

@@ -169,6 +169,7 @@ impl Backend for RemoteWorker {
             chunks: task.chunks.len() as u32,
             with_gen_grad: task.with_gen_grad,
             v: Vec::new(),
+            loss_scale: task.loss_scale,
         };
         self.next_request += 1;
         self.last = Some(task.clone());
@@ -186,6 +187,7 @@ impl Backend for RemoteWorker {
             chunks: task.chunks.len() as u32,
             with_gen_grad: false,
             v: f32le::encode(v),
+            loss_scale: task.loss_scale,
         };
         self.next_request += 1;
         self.phase(req, out)

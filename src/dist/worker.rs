@@ -12,7 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::proto::{self, coordinator_client::CoordinatorClient, coordinator_message::Kind, worker_message};
 use super::{wire, PROTOCOL_VERSION};
-use crate::backend::{self, Backend, BackendChoice, Draw, ShardTask};
+use crate::backend::{self, Backend, BackendSpec, Draw, ShardTask};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::f32le;
@@ -30,17 +30,11 @@ pub async fn connect(url: &str) -> Result<Channel> {
 }
 
 /// Runs one session to its end: returns Ok when the coordinator closes it.
-pub async fn run_session(channel: Channel, choice: BackendChoice, token: Option<String>) -> Result<()> {
+pub async fn run_session(channel: Channel, choice: BackendSpec, token: Option<String>) -> Result<()> {
     let (out_tx, out_rx) = tmpsc::channel::<proto::WorkerMessage>(4);
-    // The replica is built from the Welcome's config; describe ourselves with
-    // what a CPU backend reports until then.
-    let capacity = rayon::current_num_threads() as f64;
-    let join = proto::Join {
-        protocol_version: PROTOCOL_VERSION,
-        backend: "cpu".into(),
-        device: format!("{} ({} threads)", std::env::consts::ARCH, rayon::current_num_threads()),
-        capacity,
-    };
+    // The replica is built from the Welcome's config; the Join describes it beforehand.
+    let (name, device, capacity) = backend::describe(choice)?;
+    let join = proto::Join { protocol_version: PROTOCOL_VERSION, backend: name.into(), device, capacity };
     out_tx
         .send(proto::WorkerMessage { kind: Some(worker_message::Kind::Join(join)) })
         .await
@@ -131,8 +125,18 @@ fn serve(
             f32le::decode(&req.v, &mut v, "v").map_err(Error::runtime).and_then(|_| be.phase2(&v, &mut rows))
         } else {
             let draw = if req.draw == proto::Draw::Second as i32 { Draw::Second } else { Draw::First };
-            let task = ShardTask { step: req.step, draw, chunks: chunks.clone(), with_gen_grad: req.with_gen_grad };
-            be.phase1(&task, &mut rows)
+            let task = ShardTask {
+                step: req.step,
+                draw,
+                chunks: chunks.clone(),
+                with_gen_grad: req.with_gen_grad,
+                loss_scale: req.loss_scale,
+            };
+            if req.loss_scale.is_finite() && req.loss_scale > 0.0 {
+                be.phase1(&task, &mut rows)
+            } else {
+                Err(Error::runtime(format!("loss scale {} is not a positive number", req.loss_scale)))
+            }
         };
         let compute_seconds = started.elapsed().as_secs_f64();
         compute[usize::from(phase_two)].record(compute_seconds);

@@ -135,34 +135,12 @@ pub fn phase1<T: Float>(game: &Game, pg: &[T], pd: &[T], st: &mut ChunkState<T>,
     st.x[half..].copy_from_slice(game.gen.output_of(&st.gws, 0..n));
     game.disc.forward(pd, &st.x, &mut st.dws, 2 * n);
 
-    let mut s = [T::ZERO; stat::COUNT];
-    {
-        let d = game.disc.output_of(&st.dws, 0..2 * n);
-        for i in 0..n {
-            let (dr, df) = (d[i], d[n + i]);
-            st.ybar[i] = obj.df(dr) * inv_b;
-            st.ybar[n + i] = -obj.df(-df) * inv_b;
-            s[stat::V_REAL] += obj.f(dr);
-            s[stat::V_FAKE] += obj.f(-df);
-            s[stat::GEN_LOSS] += obj.gen_loss(df);
-            if dr > T::ZERO {
-                s[stat::REAL_CORRECT] += T::ONE;
-            }
-            if df < T::ZERO {
-                s[stat::FAKE_CORRECT] += T::ONE;
-            }
-        }
-    }
-    for (o, v) in out[lay.stats()].iter_mut().zip(s) {
-        *o = v * inv_b;
-    }
+    let d = game.disc.output_of(&st.dws, 0..2 * n);
+    phase1_seeds(obj, d, inv_b, T::ONE, &mut st.ybar, &mut out[lay.stats()]);
     game.disc.backward(pd, &st.x, &mut st.dws, 0..2 * n, &st.ybar, Some(&mut out[lay.disc()]), None);
 
     if with_gen_grad {
-        let d = game.disc.output_of(&st.dws, n..2 * n);
-        for (yb, &d) in st.ybar.iter_mut().zip(d) {
-            *yb = obj.gen_loss_grad(d) * inv_b;
-        }
+        gen_loss_seeds(obj, game.disc.output_of(&st.dws, n..2 * n), inv_b, T::ONE, &mut st.ybar[..n]);
         let fake = &st.x[half..];
         game.disc.backward(pd, fake, &mut st.dws, n..2 * n, &st.ybar[..n], None, Some(&mut st.xbar));
         game.gen.backward(pg, &st.z, &mut st.gws, 0..n, &st.xbar, Some(&mut out[lay.gen()]), None);
@@ -182,14 +160,65 @@ pub fn phase2<T: Float>(game: &Game, pg: &[T], pd: &[T], v: &[T], st: &mut Chunk
 
     let fake = &st.x[half..];
     game.disc.jvp(pd, v, fake, None, &mut st.dws, n..2 * n);
-    {
-        let d = game.disc.output_of(&st.dws, n..2 * n);
-        let ddot = game.disc.tangent_of(&st.dws, n).expect("D's output tangent along v");
-        for i in 0..n {
-            st.ybar[i] = (obj.gen_loss_grad(d[i]) + two_eta * obj.d2f(-d[i]) * ddot[i]) * inv_b;
-            st.ydotbar[i] = -two_eta * obj.df(-d[i]) * inv_b;
-        }
-    }
+    let d = game.disc.output_of(&st.dws, n..2 * n);
+    let ddot = game.disc.tangent_of(&st.dws, n).expect("D's output tangent along v");
+    phase2_seeds(obj, two_eta, d, ddot, inv_b, T::ONE, &mut st.ybar[..n], &mut st.ydotbar);
     game.disc.jvp_backward(pd, v, fake, None, &mut st.dws, n..2 * n, &st.ybar[..n], &st.ydotbar, &mut st.xbar, None);
     game.gen.backward(pg, &st.z, &mut st.gws, 0..n, &st.xbar, Some(&mut out[lay.gen()]), None);
+}
+
+/// Phase 1's per-sample terms of one chunk, from D's outputs `d` at its n
+/// real then n fake samples: the seeds of D's backward pass (ybar = f'(D)/B
+/// at a real sample, -f'(-D)/B at a fake one, times `scale`) and the chunk's
+/// statistics (sums / B) written to `stats`.  The CPU twin of
+/// kernels/objective.cu's `phase1_seeds`.
+pub fn phase1_seeds<T: Float>(obj: Objective, d: &[T], inv_b: T, scale: T, ybar: &mut [T], stats: &mut [T]) {
+    let n = d.len() / 2;
+    let mut s = [T::ZERO; stat::COUNT];
+    for i in 0..n {
+        let (dr, df) = (d[i], d[n + i]);
+        ybar[i] = obj.df(dr) * inv_b * scale;
+        ybar[n + i] = -obj.df(-df) * inv_b * scale;
+        s[stat::V_REAL] += obj.f(dr);
+        s[stat::V_FAKE] += obj.f(-df);
+        s[stat::GEN_LOSS] += obj.gen_loss(df);
+        if dr > T::ZERO {
+            s[stat::REAL_CORRECT] += T::ONE;
+        }
+        if df < T::ZERO {
+            s[stat::FAKE_CORRECT] += T::ONE;
+        }
+    }
+    for (o, v) in stats.iter_mut().zip(s) {
+        *o = v * inv_b;
+    }
+}
+
+/// The seeds of the generator's loss at the fake samples (eta = 0):
+/// ybar = gen_loss'(D)/B times `scale`.  Twin of `gen_loss_seeds`.
+pub fn gen_loss_seeds<T: Float>(obj: Objective, d_fake: &[T], inv_b: T, scale: T, ybar: &mut [T]) {
+    for (yb, &d) in ybar.iter_mut().zip(d_fake) {
+        *yb = obj.gen_loss_grad(d) * inv_b * scale;
+    }
+}
+
+/// Phase 2's seeds at the fake samples from D and its tangent along v:
+/// ybar = (gen_loss'(D) + 2 eta f''(-D) Ddot)/B and ydotbar = -2 eta f'(-D)/B,
+/// both times `scale`.  Twin of `phase2_seeds`.
+#[allow(clippy::too_many_arguments)]
+pub fn phase2_seeds<T: Float>(
+    obj: Objective,
+    two_eta: T,
+    d_fake: &[T],
+    ddot: &[T],
+    inv_b: T,
+    scale: T,
+    ybar: &mut [T],
+    ydotbar: &mut [T],
+) {
+    for i in 0..d_fake.len() {
+        let d = d_fake[i];
+        ybar[i] = (obj.gen_loss_grad(d) + two_eta * obj.d2f(-d) * ddot[i]) * inv_b * scale;
+        ydotbar[i] = -two_eta * obj.df(-d) * inv_b * scale;
+    }
 }

@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
+use super::loss_scale::LossScale;
 use super::optim::{Direction, Optimizer};
 use super::phases::{stat, Game, PartialLayout};
 use crate::backend::{Backend, Draw, Setup, ShardTask};
@@ -28,6 +29,8 @@ pub struct TrainState {
     pub opt_disc: Optimizer,
     /// Steps skipped for a non-finite value.
     pub skipped: u64,
+    /// The dynamic loss scale of fp16 backends.
+    pub loss_scale: LossScale,
 }
 
 impl TrainState {
@@ -41,6 +44,7 @@ impl TrainState {
             opt_gen: Optimizer::new(&cfg.optimizer, cfg.generator_lr(), game.gen.n_params, Direction::Descend),
             opt_disc: Optimizer::new(&cfg.optimizer, cfg.discriminator_lr(), game.disc.n_params, Direction::Ascend),
             skipped: 0,
+            loss_scale: LossScale::default(),
         }
     }
 }
@@ -92,6 +96,7 @@ struct Meters {
     grad_gen: metrics::Gauge,
     grad_disc: metrics::Gauge,
     regularizer: metrics::Gauge,
+    loss_scale: metrics::Gauge,
     phase_one: metrics::Histogram,
     phase_two: metrics::Histogram,
     optimizer: metrics::Histogram,
@@ -107,7 +112,6 @@ impl Meters {
     fn new(workers: usize) -> Meters {
         use crate::telemetry::names as n;
         metrics::gauge!(n::WORKERS).set(workers as f64);
-        metrics::gauge!(n::LOSS_SCALE).set(1.0);
         let compute = (0..workers).map(|i| Meters::compute_for(&i.to_string())).collect();
         Meters {
             steps: metrics::counter!(n::STEPS),
@@ -117,6 +121,7 @@ impl Meters {
             grad_gen: metrics::gauge!(n::GRAD_NORM, "player" => "generator"),
             grad_disc: metrics::gauge!(n::GRAD_NORM, "player" => "discriminator"),
             regularizer: metrics::gauge!(n::REGULARIZER),
+            loss_scale: metrics::gauge!(n::LOSS_SCALE),
             phase_one: metrics::histogram!(n::STEP_DURATION, "phase" => "one"),
             phase_two: metrics::histogram!(n::STEP_DURATION, "phase" => "two"),
             optimizer: metrics::histogram!(n::STEP_DURATION, "phase" => "optimizer"),
@@ -363,9 +368,11 @@ impl Trainer {
     /// grad_gen when eta = 0 (else phase 2 does, with v = grad_disc).
     fn gradients_once(&mut self, draw: Draw, want_gen: bool) -> Result<()> {
         let with_gen_grad = want_gen && self.game.eta == 0.0;
-        let step = self.state.step;
+        let (step, loss_scale) = (self.state.step, self.state.loss_scale.scale);
         let t = std::time::Instant::now();
-        self.on_workers(0, &|w, chunks, out| w.phase1(&ShardTask { step, draw, chunks, with_gen_grad }, out))?;
+        self.on_workers(0, &|w, chunks, out| {
+            w.phase1(&ShardTask { step, draw, chunks, with_gen_grad, loss_scale }, out)
+        })?;
         self.meters.phase_one.record(t.elapsed().as_secs_f64());
         reduce(&self.partials, self.layout.stride(), self.layout.disc(), &mut self.grad_disc);
         reduce(&self.partials, self.layout.stride(), self.layout.stats(), &mut self.stats);
@@ -440,6 +447,7 @@ impl Trainer {
                 }
             }
         }
+        self.state.loss_scale.update(!ok);
         if ok {
             self.skipped_in_a_row = 0;
         } else {
@@ -473,6 +481,7 @@ impl Trainer {
         m.grad_gen.set(rep.grad_norm_gen);
         m.grad_disc.set(rep.grad_norm_disc);
         m.regularizer.set(rep.regularizer);
+        m.loss_scale.set(self.state.loss_scale.scale as f64);
         m.step.record(started.elapsed().as_secs_f64());
         Ok(rep)
     }

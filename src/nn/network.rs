@@ -67,6 +67,17 @@ impl Network {
         self.widths.iter().copied().chain([self.input]).max().unwrap_or(1)
     }
 
+    /// Where layer `l`'s parameters start in the flat vector (its weight,
+    /// then its bias).
+    pub fn offset(&self, l: usize) -> usize {
+        self.offsets[l]
+    }
+
+    /// The first Linear layer (below it no input gradient is needed).
+    pub fn first_linear(&self) -> Option<usize> {
+        self.first_linear
+    }
+
     /// Layer `l`'s view of the flat vector `p` (a Linear layer only).
     pub fn linear<'a, T: Float>(&self, l: usize, p: &'a [T]) -> Linear<'a, T> {
         let (inp, out) = (self.width_in(l), self.width_out(l));

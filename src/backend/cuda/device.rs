@@ -1,0 +1,566 @@
+//! One GPU as the CUDA backend uses it: the context, one stream, a cuBLAS
+//! handle on that stream, the loaded kernels, device buffers, and typed
+//! launchers for every kernel and for the strided-batched GEMM.
+
+use std::sync::Arc;
+
+use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+use half::f16;
+
+use super::kernels::{Kernels, HEAD_THREADS};
+use crate::error::{Error, Result};
+
+pub(crate) fn cuda_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::runtime(format!("CUDA {what}: {e}"))
+}
+
+/// A device buffer with its raw address (kernels and cuBLAS take addresses,
+/// offsets into a buffer are added to it).
+pub struct DevBuf<T> {
+    slice: CudaSlice<T>,
+    pub ptr: u64,
+}
+
+impl<T: DeviceRepr + ValidAsZeroBits> DevBuf<T> {
+    pub fn len(&self) -> usize {
+        self.slice.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slice.is_empty()
+    }
+
+    /// The address of element `i`.
+    pub fn at(&self, i: usize) -> u64 {
+        self.ptr + (i * std::mem::size_of::<T>()) as u64
+    }
+}
+
+/// Rows `start..start + count` of every block of `block` rows, for `chunks`
+/// blocks (see kernels/common.cuh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows {
+    pub chunks: usize,
+    pub block: usize,
+    pub start: usize,
+    pub count: usize,
+}
+
+impl Rows {
+    pub fn elems(&self, width: usize) -> usize {
+        self.chunks * self.count * width
+    }
+}
+
+/// One strided-batched GEMM (cuBLAS's column-major convention), fp16
+/// operands, fp32 accumulation; C in fp32 or fp16.
+#[derive(Debug, Clone, Copy)]
+pub struct Gemm {
+    pub ta: bool,
+    pub tb: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: u64,
+    pub lda: usize,
+    pub stride_a: usize,
+    pub b: u64,
+    pub ldb: usize,
+    pub stride_b: usize,
+    pub c: u64,
+    pub ldc: usize,
+    pub stride_c: usize,
+    pub c_f32: bool,
+    pub alpha: f32,
+    pub beta: f32,
+    pub batch: usize,
+}
+
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    kernels: Kernels,
+    pub ordinal: usize,
+    pub name: String,
+    pub sms: usize,
+}
+
+/// Threads per block of the elementwise kernels.
+const THREADS: u32 = 256;
+
+fn grid_for(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, 65_535) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+macro_rules! launch {
+    ($gpu:expr, $name:literal, $cfg:expr $(, $arg:expr)* $(,)?) => {{
+        let f = $gpu.kernels.get($name);
+        let mut b = $gpu.stream.launch_builder(f);
+        $( let a = $arg; b.arg(&a); )*
+        // SAFETY: the argument list matches the kernel's signature in
+        // kernels/*.cu, and every address points into a live buffer of the
+        // size the kernel indexes (checked by the callers' layouts).
+        unsafe { b.launch($cfg) }.map(|_| ()).map_err(cuda_err(concat!("launch of ", $name)))
+    }};
+}
+
+fn i32_of(v: usize) -> i32 {
+    i32::try_from(v).expect("sizes fit in i32 (checked when the backend is built)")
+}
+
+impl Gpu {
+    /// Opens device `ordinal`: context, stream, cuBLAS, kernels.
+    pub fn open(ordinal: usize) -> Result<Gpu> {
+        let ctx = CudaContext::new(ordinal).map_err(cuda_err("context"))?;
+        // One stream: no cross-stream event bookkeeping needed.
+        // SAFETY: every buffer is used on this one stream only.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::runtime(format!("cuBLAS: {e}")))?;
+        let kernels = Kernels::load(&ctx)?;
+        let name = ctx.name().map_err(cuda_err("device name"))?;
+        let sms = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_err("attribute"))? as usize;
+        Ok(Gpu { ctx, stream, blas, kernels, ordinal, name, sms })
+    }
+
+    pub fn alloc<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<DevBuf<T>> {
+        let slice = self.stream.alloc_zeros::<T>(len.max(1)).map_err(cuda_err("allocation"))?;
+        let (ptr, _) = slice.device_ptr(&self.stream);
+        Ok(DevBuf { slice, ptr })
+    }
+
+    pub fn upload<T: DeviceRepr + ValidAsZeroBits>(&self, src: &[T], dst: &mut DevBuf<T>) -> Result<()> {
+        assert!(src.len() <= dst.len());
+        self.stream.memcpy_htod(src, &mut dst.slice).map_err(cuda_err("copy to device"))
+    }
+
+    /// Copies the first `dst.len()` elements of `src` to the host (waits for the stream).
+    pub fn download<T: DeviceRepr + ValidAsZeroBits>(&self, src: &DevBuf<T>, dst: &mut [T]) -> Result<()> {
+        assert!(dst.len() <= src.len());
+        let view = src.slice.slice(..dst.len());
+        self.stream.memcpy_dtoh(&view, dst).map_err(cuda_err("copy to host"))
+    }
+
+    /// Reads `n` values at device address `ptr` (after the stream's work).
+    pub fn read<T: DeviceRepr + Default + Clone>(&self, ptr: u64, n: usize) -> Result<Vec<T>> {
+        self.sync()?;
+        self.ctx.bind_to_thread().map_err(cuda_err("context"))?;
+        let mut v = vec![T::default(); n];
+        // SAFETY: `ptr` addresses at least `n` values of a live buffer (the caller's layout).
+        unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut v, ptr) }.map_err(cuda_err("copy to host"))?;
+        Ok(v)
+    }
+
+    /// Writes `src` at device address `ptr` (after the stream's work).
+    pub fn write<T: DeviceRepr>(&self, ptr: u64, src: &[T]) -> Result<()> {
+        self.sync()?;
+        self.ctx.bind_to_thread().map_err(cuda_err("context"))?;
+        // SAFETY: `ptr` addresses room for `src.len()` values of a live buffer.
+        unsafe { cudarc::driver::result::memcpy_htod_sync(ptr, src) }.map_err(cuda_err("copy to device"))
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.stream.synchronize().map_err(cuda_err("synchronize"))
+    }
+
+    pub fn gemm(&self, g: &Gemm) -> Result<()> {
+        use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+        use blas_sys::cudaDataType_t::{CUDA_R_16F, CUDA_R_32F};
+        let op = |t: bool| if t { CUBLAS_OP_T } else { CUBLAS_OP_N };
+        // The trainer may call from any thread; cuBLAS uses the thread's current context.
+        self.ctx.bind_to_thread().map_err(cuda_err("context"))?;
+        let (alpha, beta) = (g.alpha, g.beta);
+        // SAFETY: the operands are live device buffers sized for the
+        // strided batch described by `g` (the callers' layouts).
+        unsafe {
+            blas::gemm_strided_batched_ex(
+                *self.blas.handle(),
+                op(g.ta),
+                op(g.tb),
+                i32_of(g.m),
+                i32_of(g.n),
+                i32_of(g.k),
+                &alpha as *const f32 as *const _,
+                g.a as *const _,
+                CUDA_R_16F,
+                i32_of(g.lda),
+                g.stride_a as i64,
+                g.b as *const _,
+                CUDA_R_16F,
+                i32_of(g.ldb),
+                g.stride_b as i64,
+                &beta as *const f32 as *const _,
+                g.c as *mut _,
+                if g.c_f32 { CUDA_R_32F } else { CUDA_R_16F },
+                i32_of(g.ldc),
+                g.stride_c as i64,
+                i32_of(g.batch),
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| Error::runtime(format!("cuBLAS GEMM {g:?}: {e}")))
+    }
+
+    // ---- activation.cu ----
+
+    pub fn act_forward(&self, kind: (i32, f32), a: u64, y: u64, r: Rows, width: usize) -> Result<()> {
+        launch!(
+            self,
+            "act_forward",
+            grid_for(r.elems(width)),
+            a,
+            y,
+            kind.0,
+            kind.1,
+            i32_of(r.chunks),
+            i32_of(r.block),
+            i32_of(r.start),
+            i32_of(r.count),
+            i32_of(width)
+        )
+    }
+
+    pub fn act_backward(&self, kind: (i32, f32), a: u64, dy: u64, da: u64, r: Rows, width: usize) -> Result<()> {
+        launch!(
+            self,
+            "act_backward",
+            grid_for(r.elems(width)),
+            a,
+            dy,
+            da,
+            kind.0,
+            kind.1,
+            i32_of(r.chunks),
+            i32_of(r.block),
+            i32_of(r.start),
+            i32_of(r.count),
+            i32_of(width)
+        )
+    }
+
+    /// `adot` and `adotbar` may be 0 (none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn act_jvp_backward(
+        &self,
+        kind: (i32, f32),
+        a: u64,
+        adot: u64,
+        ybar: u64,
+        ydotbar: u64,
+        abar: u64,
+        adotbar: u64,
+        r: Rows,
+        width: usize,
+    ) -> Result<()> {
+        launch!(
+            self,
+            "act_jvp_backward",
+            grid_for(r.elems(width)),
+            a,
+            adot,
+            ybar,
+            ydotbar,
+            abar,
+            adotbar,
+            kind.0,
+            kind.1,
+            i32_of(r.chunks),
+            i32_of(r.block),
+            i32_of(r.start),
+            i32_of(r.count),
+            i32_of(width)
+        )
+    }
+
+    // ---- linear.cu ----
+
+    /// y = half(acc + b) (b may be 0: none).
+    pub fn bias_cast(&self, acc: u64, b: u64, y: u64, r: Rows, width: usize) -> Result<()> {
+        launch!(
+            self,
+            "bias_cast",
+            grid_for(r.elems(width)),
+            acc,
+            b,
+            y,
+            i32_of(r.chunks),
+            i32_of(r.block),
+            i32_of(r.start),
+            i32_of(r.count),
+            i32_of(width)
+        )
+    }
+
+    /// out[c * out_stride + j] = scale * Σ_rows dy[., j], one sum per chunk.
+    pub fn colsum_chunks(&self, dy: u64, out: u64, out_stride: usize, scale: f32, r: Rows, width: usize) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (width.div_ceil(128) as u32, r.chunks as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            "colsum_chunks",
+            cfg,
+            dy,
+            out,
+            out_stride as i64,
+            scale,
+            i32_of(r.block),
+            i32_of(r.start),
+            i32_of(r.count),
+            i32_of(width)
+        )
+    }
+
+    // ---- objective.cu ----
+
+    /// Seeds of D's backward (rows 0..2n of each chunk) and each chunk's stats at `stats + c * stride`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn phase1_seeds(
+        &self,
+        d: u64,
+        ybar: u64,
+        stats: u64,
+        stride: usize,
+        chunks: usize,
+        n: usize,
+        obj: i32,
+        inv_b: f32,
+        scale: f32,
+    ) -> Result<()> {
+        let cfg =
+            LaunchConfig { grid_dim: (chunks as u32, 1, 1), block_dim: (HEAD_THREADS, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, "phase1_seeds", cfg, d, ybar, stats, stride as i64, i32_of(n), obj, inv_b, scale)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn gen_loss_seeds(
+        &self,
+        d: u64,
+        ybar: u64,
+        chunks: usize,
+        n: usize,
+        obj: i32,
+        inv_b: f32,
+        scale: f32,
+    ) -> Result<()> {
+        launch!(self, "gen_loss_seeds", grid_for(chunks * n), d, ybar, i32_of(chunks), i32_of(n), obj, inv_b, scale)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn phase2_seeds(
+        &self,
+        d: u64,
+        ddot: u64,
+        ybar: u64,
+        ydotbar: u64,
+        chunks: usize,
+        n: usize,
+        obj: i32,
+        two_eta: f32,
+        inv_b: f32,
+        scale: f32,
+    ) -> Result<()> {
+        launch!(
+            self,
+            "phase2_seeds",
+            grid_for(chunks * n),
+            d,
+            ddot,
+            ybar,
+            ydotbar,
+            i32_of(chunks),
+            i32_of(n),
+            obj,
+            two_eta,
+            inv_b,
+            scale
+        )
+    }
+
+    // ---- rng.cu ----
+
+    /// N(0, 1) numbers for the selected rows (`f32_out`: fp32, else fp16).
+    #[allow(clippy::too_many_arguments)]
+    pub fn normals(
+        &self,
+        f32_out: bool,
+        out: u64,
+        stream: &crate::rng::Stream,
+        first: u32,
+        r: Rows,
+        width: usize,
+    ) -> Result<()> {
+        let (key, step_lo, hi) = stream.parts();
+        let cfg = grid_for(r.chunks * r.count * width.div_ceil(4));
+        let args = (out, key[0], key[1], step_lo, hi, first);
+        let rest = (i32_of(r.chunks), i32_of(r.block), i32_of(r.start), i32_of(r.count), i32_of(width));
+        if f32_out {
+            launch!(
+                self,
+                "normals_f32",
+                cfg,
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                args.4,
+                args.5,
+                rest.0,
+                rest.1,
+                rest.2,
+                rest.3,
+                rest.4
+            )
+        } else {
+            launch!(
+                self,
+                "normals_f16",
+                cfg,
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                args.4,
+                args.5,
+                rest.0,
+                rest.1,
+                rest.2,
+                rest.3,
+                rest.4
+            )
+        }
+    }
+
+    /// Mixture samples (width 2) for the selected rows; `centres` holds (x, y) pairs in f64.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mixture(
+        &self,
+        f32_out: bool,
+        out: u64,
+        stream: &crate::rng::Stream,
+        first: u32,
+        centres: &DevBuf<f64>,
+        sd: f64,
+        r: Rows,
+    ) -> Result<()> {
+        let (key, step_lo, hi) = stream.parts();
+        let cfg = grid_for(r.chunks * r.count);
+        let nc = i32_of(centres.len() / 2);
+        let rest = (i32_of(r.chunks), i32_of(r.block), i32_of(r.start), i32_of(r.count));
+        let c = centres.ptr;
+        if f32_out {
+            launch!(
+                self,
+                "mixture_f32",
+                cfg,
+                out,
+                key[0],
+                key[1],
+                step_lo,
+                hi,
+                first,
+                c,
+                nc,
+                sd,
+                rest.0,
+                rest.1,
+                rest.2,
+                rest.3
+            )
+        } else {
+            launch!(
+                self,
+                "mixture_f16",
+                cfg,
+                out,
+                key[0],
+                key[1],
+                step_lo,
+                hi,
+                first,
+                c,
+                nc,
+                sd,
+                rest.0,
+                rest.1,
+                rest.2,
+                rest.3
+            )
+        }
+    }
+
+    // ---- cast.cu ----
+
+    pub fn f32_to_f16(&self, x: u64, y: u64, n: usize) -> Result<()> {
+        launch!(self, "f32_to_f16", grid_for(n), x, y, n as i64)
+    }
+
+    pub fn f16_to_f32(&self, x: u64, y: u64, n: usize) -> Result<()> {
+        launch!(self, "f16_to_f32", grid_for(n), x, y, n as i64)
+    }
+
+    // ---- loss_scale.cu ----
+
+    /// x[r * stride + j] *= inv_scale for r < rows, j < len; adds the count of non-finite results to `*flag`.
+    pub fn unscale_check(
+        &self,
+        x: u64,
+        stride: usize,
+        rows: usize,
+        len: usize,
+        inv_scale: f32,
+        flag: u64,
+    ) -> Result<()> {
+        launch!(
+            self,
+            "unscale_check",
+            grid_for(rows * len),
+            x,
+            stride as i64,
+            i32_of(rows),
+            i32_of(len),
+            inv_scale,
+            flag
+        )
+    }
+
+    // ---- optim.cu ----
+
+    /// One Adam step on fp32 `p` (and its fp16 copy `p16`, 0: none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn adam_step(
+        &self,
+        p: u64,
+        g: u64,
+        m: u64,
+        v: u64,
+        p16: u64,
+        n: usize,
+        b1: f32,
+        b2: f32,
+        step_size: f32,
+        inv_sqrt_bc2: f32,
+        eps: f32,
+    ) -> Result<()> {
+        launch!(self, "adam_step", grid_for(n), p, g, m, v, p16, n as i64, b1, b2, step_size, inv_sqrt_bc2, eps)
+    }
+
+    pub fn sgd_step(&self, p: u64, g: u64, p16: u64, n: usize, lr: f32) -> Result<()> {
+        launch!(self, "sgd_step", grid_for(n), p, g, p16, n as i64, lr)
+    }
+}
+
+/// fp16 copies for uploads in tests and twins.
+pub fn to_f16(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
