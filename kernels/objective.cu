@@ -3,7 +3,8 @@
 // CPU twins: gan::objective::Objective and the per-sample loops of
 // gan::phases::{phase1, phase2} (factored as gan::phases::{phase1_seeds,
 // gen_loss_seeds, phase2_seeds}).
-// obj: 0 gan, 1 nsgan, 2 wgan.  D's output has width 1; a chunk's block holds
+// obj: 0 gan, 1 nsgan, 2 wgan.  The loss scale is read from device memory
+// (it changes between replays of a captured step).  D's output has width 1; a chunk's block holds
 // its n real samples (rows 0..n) then its n fake ones (rows n..2n).
 
 __device__ __forceinline__ float sigm(float t) {
@@ -33,11 +34,12 @@ __device__ __forceinline__ float gen_loss_grad(int obj, float d) { return obj ==
 // `scale`) and the chunk's statistics (sums / B) written to
 // stats[c * stride + k].  Block size: HEAD_THREADS.
 extern "C" __global__ void phase1_seeds(const __half* d, __half* ybar, float* stats, i64 stride, int n, int obj,
-                                        float inv_b, float scale) {
+                                        float inv_b, const float* scale_p) {
     __shared__ float red[NSTAT][HEAD_THREADS];
     int c = blockIdx.x;
     const __half* dc = d + (i64)c * 2 * n;
     __half* yc = ybar + (i64)c * 2 * n;
+    float scale = *scale_p;
     float s[NSTAT] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float dr = __half2float(dc[i]);
@@ -64,7 +66,8 @@ extern "C" __global__ void phase1_seeds(const __half* d, __half* ybar, float* st
 // Phase 1 with eta = 0: the seed of the generator loss at the fake samples,
 // ybar = gen_loss'(D) / B * scale (rows n..2n of each chunk).
 extern "C" __global__ void gen_loss_seeds(const __half* d, __half* ybar, int chunks, int n, int obj, float inv_b,
-                                          float scale) {
+                                          const float* scale_p) {
+    float scale = *scale_p;
     GRID_STRIDE(i, (i64)chunks * n) {
         i64 e = row_elem(i, 2 * n, n, n, 1);
         ybar[e] = __float2half_rn(gen_loss_grad(obj, __half2float(d[e])) * inv_b * scale);
@@ -74,7 +77,9 @@ extern "C" __global__ void gen_loss_seeds(const __half* d, __half* ybar, int chu
 // Phase 2 at the fake samples, from D and its tangent ddot along v:
 // ybar = (gen_loss'(D) + 2 eta f''(-D) ddot) / B, ydotbar = -2 eta f'(-D) / B, both times `scale`.
 extern "C" __global__ void phase2_seeds(const __half* d, const __half* ddot, __half* ybar, __half* ydotbar,
-                                        int chunks, int n, int obj, float two_eta, float inv_b, float scale) {
+                                        int chunks, int n, int obj, float two_eta, float inv_b,
+                                        const float* scale_p) {
+    float scale = *scale_p;
     GRID_STRIDE(i, (i64)chunks * n) {
         i64 e = row_elem(i, 2 * n, n, n, 1);
         float di = __half2float(d[e]);

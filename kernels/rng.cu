@@ -1,5 +1,6 @@
 // The counter-based generator: Philox4x32-10 keyed by the seed and addressed
-// by (block, sample index, step, purpose), Box-Muller with the polynomial ln
+// by (block, sample index, step, purpose; the step read from device memory so
+// that a captured CUDA graph draws fresh numbers every replay), Box-Muller with the polynomial ln
 // and sincos.  CPU twin: rng::{philox, box_muller, Stream::normals} and
 // data::Mixture::sample.  Compiled without FMA contraction and with IEEE
 // division and sqrt, so each float equals the CPU's bit for bit.
@@ -61,6 +62,12 @@ __device__ __forceinline__ void put(__half* p, i64 i, float v) { p[i] = __float2
 
 // N(0, 1) latents: sample `first + s` (s counts the selected rows, chunk by
 // chunk) gets `width` numbers; Philox block b gives numbers 4b..4b+3.
+// The counter's fixed words for (purpose, step), as rng::Stream::new builds them.
+__device__ __forceinline__ unsigned int step_lo(const unsigned long long* step) { return (unsigned int)*step; }
+__device__ __forceinline__ unsigned int step_hi(unsigned int purpose, const unsigned long long* step) {
+    return (purpose << 24) | ((unsigned int)(*step >> 32) & 0x00FFFFFFu);
+}
+
 template <typename T>
 __device__ void normals(T* out, uint2 key, unsigned int step_lo, unsigned int hi, unsigned int first,
                         int chunks, int block, int start, int count, int width) {
@@ -78,16 +85,18 @@ __device__ void normals(T* out, uint2 key, unsigned int step_lo, unsigned int hi
     }
 }
 
-extern "C" __global__ void normals_f16(__half* out, unsigned int key0, unsigned int key1, unsigned int step_lo,
-                                       unsigned int hi, unsigned int first, int chunks, int block, int start,
-                                       int count, int width) {
-    normals(out, make_uint2(key0, key1), step_lo, hi, first, chunks, block, start, count, width);
+extern "C" __global__ void normals_f16(__half* out, unsigned int key0, unsigned int key1, unsigned int purpose,
+                                       const unsigned long long* step, unsigned int first, int chunks, int block,
+                                       int start, int count, int width) {
+    normals(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, chunks, block, start, count,
+            width);
 }
 
-extern "C" __global__ void normals_f32(float* out, unsigned int key0, unsigned int key1, unsigned int step_lo,
-                                       unsigned int hi, unsigned int first, int chunks, int block, int start,
-                                       int count, int width) {
-    normals(out, make_uint2(key0, key1), step_lo, hi, first, chunks, block, start, count, width);
+extern "C" __global__ void normals_f32(float* out, unsigned int key0, unsigned int key1, unsigned int purpose,
+                                       const unsigned long long* step, unsigned int first, int chunks, int block,
+                                       int start, int count, int width) {
+    normals(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, chunks, block, start, count,
+            width);
 }
 
 // Real samples from a mixture of isotropic 2-D Gaussians (centres: ncentres
@@ -107,14 +116,16 @@ __device__ void mixture(T* out, uint2 key, unsigned int step_lo, unsigned int hi
     }
 }
 
-extern "C" __global__ void mixture_f16(__half* out, unsigned int key0, unsigned int key1, unsigned int step_lo,
-                                       unsigned int hi, unsigned int first, const double* centres, int ncentres,
-                                       double sd, int chunks, int block, int start, int count) {
-    mixture(out, make_uint2(key0, key1), step_lo, hi, first, centres, ncentres, sd, chunks, block, start, count);
+extern "C" __global__ void mixture_f16(__half* out, unsigned int key0, unsigned int key1, unsigned int purpose,
+                                       const unsigned long long* step, unsigned int first, const double* centres,
+                                       int ncentres, double sd, int chunks, int block, int start, int count) {
+    mixture(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, centres, ncentres, sd, chunks,
+            block, start, count);
 }
 
-extern "C" __global__ void mixture_f32(float* out, unsigned int key0, unsigned int key1, unsigned int step_lo,
-                                       unsigned int hi, unsigned int first, const double* centres, int ncentres,
-                                       double sd, int chunks, int block, int start, int count) {
-    mixture(out, make_uint2(key0, key1), step_lo, hi, first, centres, ncentres, sd, chunks, block, start, count);
+extern "C" __global__ void mixture_f32(float* out, unsigned int key0, unsigned int key1, unsigned int purpose,
+                                       const unsigned long long* step, unsigned int first, const double* centres,
+                                       int ncentres, double sd, int chunks, int block, int start, int count) {
+    mixture(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, centres, ncentres, sd, chunks,
+            block, start, count);
 }

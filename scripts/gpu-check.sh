@@ -35,7 +35,8 @@ check nvrtc-compile "$BIN/cuda-compile-tests" --nocapture
 check kernels-and-parity "$BIN/cuda-tests" --nocapture --test-threads 1 --skip mog_ring_trains
 
 # Speed: lockstep beside the PyTorch reference, same card, same call.
-check bench-lockstep "$BIN/lockstep" bench --config configs/mog-ring.toml --backend cuda --steps 2000 --warmup 100
+check bench-lockstep "$BIN/lockstep" bench --config configs/mog-ring.toml --backend cuda --steps 5000 --warmup 100
+check bench-lockstep-host-step "$BIN/lockstep" bench --config configs/mog-ring.toml --backend cuda --steps 2000 --warmup 100 --host-step
 check bench-lockstep-b8192 "$BIN/lockstep" bench --config configs/mog-ring.toml --backend cuda --steps 300 --warmup 20 --set train.batch=8192
 if [ -z "${SKIP_TORCH:-}" ]; then
 check torch-eager python3 "$BIN/torch_gan_step.py" --model mog-ring --eta 0.5 --steps 1000

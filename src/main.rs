@@ -185,6 +185,9 @@ enum Command {
         /// Override a config key (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Drive each step from the host even where the backend runs whole steps as one CUDA graph.
+        #[arg(long)]
+        host_step: bool,
     },
 }
 
@@ -240,9 +243,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { checkpoint, n } => println!("{}", eval::run_eval(&checkpoint, n)?),
         Command::Sample { checkpoint, n, out, seed } => eval::run_sample(&checkpoint, n, &out, seed)?,
-        Command::Bench { config, backend, device, steps, warmup, workers, transport, threads, sets } => {
+        Command::Bench { config, backend, device, steps, warmup, workers, transport, threads, sets, host_step } => {
             let backend = BackendSpec { choice: backend, device };
-            let o = bench::BenchOptions { config: &config, backend, steps, warmup, workers, transport, threads, sets };
+            let o = bench::BenchOptions {
+                config: &config,
+                backend,
+                steps,
+                warmup,
+                workers,
+                transport,
+                threads,
+                sets,
+                host_step,
+            };
             println!("{}", bench::run(&o)?);
         }
     }

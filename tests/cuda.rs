@@ -203,6 +203,7 @@ fn objective_kernels_match_their_cpu_twins() {
     let (chunks, n) = (4, 37);
     let stride = 11;
     let (inv_b, scale, two_eta) = (1.0 / 300.0, 1024.0, 1.0);
+    let sc = up32(&g, &[scale]);
     for (t, obj) in [Objective::Gan, Objective::Nsgan, Objective::Wgan].into_iter().enumerate() {
         let d = randn(40 + t as u64, chunks * 2 * n, 3.0);
         let dd = up16(&g, &d);
@@ -210,7 +211,7 @@ fn objective_kernels_match_their_cpu_twins() {
         let code = objective_code(obj);
 
         let (yb, stats) = (poisoned16(&g, d.len()), poisoned32(&g, chunks * stride));
-        g.phase1_seeds(dd.ptr, yb.ptr, stats.ptr, stride, chunks, n, code, inv_b, scale).unwrap();
+        g.phase1_seeds(dd.ptr, yb.ptr, stats.ptr, stride, chunks, n, code, inv_b, sc.ptr).unwrap();
         let (gy, gs) = (read16(&g, &yb), read32(&g, &stats));
         for c in 0..chunks {
             let mut want_y = vec![0.0; 2 * n];
@@ -222,7 +223,7 @@ fn objective_kernels_match_their_cpu_twins() {
 
         let fake = Rows { chunks, block: 2 * n, start: n, count: n };
         let yb = poisoned16(&g, d.len());
-        g.gen_loss_seeds(dd.ptr, yb.ptr, chunks, n, code, inv_b, scale).unwrap();
+        g.gen_loss_seeds(dd.ptr, yb.ptr, chunks, n, code, inv_b, sc.ptr).unwrap();
         let got = read16(&g, &yb);
         let mut want = vec![0.0; chunks * n];
         for c in 0..chunks {
@@ -236,7 +237,7 @@ fn objective_kernels_match_their_cpu_twins() {
         let dddot = up16(&g, &ddot);
         let ddot = round16(&ddot);
         let (yb, tb) = (poisoned16(&g, d.len()), poisoned16(&g, d.len()));
-        g.phase2_seeds(dd.ptr, dddot.ptr, yb.ptr, tb.ptr, chunks, n, code, two_eta, inv_b, scale).unwrap();
+        g.phase2_seeds(dd.ptr, dddot.ptr, yb.ptr, tb.ptr, chunks, n, code, two_eta, inv_b, sc.ptr).unwrap();
         let (mut wy, mut wt) = (vec![0.0; chunks * n], vec![0.0; chunks * n]);
         let (df, tf) = (pick(&d, fake, 1), pick(&ddot, fake, 1));
         phases::phase2_seeds(obj, two_eta, &df, &tf, inv_b, scale, &mut wy, &mut wt);
@@ -250,10 +251,14 @@ fn rng_kernels_reproduce_the_cpu_numbers_bit_for_bit() {
     let Some(g) = gpu() else { return };
     let (chunks, n, width) = (3, 20, 13);
     let r = Rows { chunks, block: 2 * n, start: n, count: n };
-    let s = Stream::new(0x1234_5678_9abc, Purpose::Latent, (7u64 << 32) + 5);
+    let (seed, step) = (0x1234_5678_9abcu64, (7u64 << 32) + 5);
+    let s = Stream::new(seed, Purpose::Latent, step);
+    let key = [seed as u32, (seed >> 32) as u32];
+    let mut dstep = g.alloc::<u64>(1).unwrap();
+    g.upload(&[step], &mut dstep).unwrap();
     let first = 64 * 3;
     let out = poisoned32(&g, chunks * 2 * n * width);
-    g.normals(true, out.ptr, &s, first, r, width).unwrap();
+    g.normals(true, out.ptr, key, Purpose::Latent as u32, dstep.ptr, first, r, width).unwrap();
     let got = pick(&read32(&g, &out), r, width);
     let mut want = vec![0.0; chunks * n * width];
     for (i, row) in want.chunks_exact_mut(width).enumerate() {
@@ -261,7 +266,7 @@ fn rng_kernels_reproduce_the_cpu_numbers_bit_for_bit() {
     }
     assert_eq!(bits(&got), bits(&want), "normals_f32 differs from rng::Stream::normals");
     let out16 = poisoned16(&g, chunks * 2 * n * width);
-    g.normals(false, out16.ptr, &s, first, r, width).unwrap();
+    g.normals(false, out16.ptr, key, Purpose::Latent as u32, dstep.ptr, first, r, width).unwrap();
     assert_eq!(bits(&pick(&read16(&g, &out16), r, width)), bits(&round16(&want)), "normals_f16");
 
     let cfg = Config::from_toml_str(&std::fs::read_to_string("configs/mog-grid.toml").unwrap(), "grid", &[]).unwrap();
@@ -270,14 +275,14 @@ fn rng_kernels_reproduce_the_cpu_numbers_bit_for_bit() {
     let mut dc = g.alloc::<f64>(centres.len()).unwrap();
     g.upload(&centres, &mut dc).unwrap();
     let real = Rows { start: 0, ..r };
-    let xs = Stream::new(9, Purpose::Real, 3);
+    let xs = Stream::new(seed, Purpose::Real, step);
     let out = poisoned32(&g, chunks * 2 * n * 2);
-    g.mixture(true, out.ptr, &xs, first, &dc, mix.std, real).unwrap();
+    g.mixture(true, out.ptr, key, Purpose::Real as u32, dstep.ptr, first, &dc, mix.std, real).unwrap();
     let mut want = vec![0.0; chunks * n * 2];
     mix.fill(&xs, first, &mut want);
     assert_eq!(bits(&pick(&read32(&g, &out), real, 2)), bits(&want), "mixture_f32 differs from data::Mixture::fill");
     let out16 = poisoned16(&g, chunks * 2 * n * 2);
-    g.mixture(false, out16.ptr, &xs, first, &dc, mix.std, real).unwrap();
+    g.mixture(false, out16.ptr, key, Purpose::Real as u32, dstep.ptr, first, &dc, mix.std, real).unwrap();
     assert_eq!(bits(&pick(&read16(&g, &out16), real, 2)), bits(&round16(&want)), "mixture_f16");
 }
 
@@ -312,7 +317,8 @@ fn unscale_check_matches_its_twin() {
     let dx = up32(&g, &x);
     let mut flag = g.alloc::<u32>(1).unwrap();
     g.upload(&[0u32], &mut flag).unwrap();
-    g.unscale_check(dx.ptr, stride, rows, len, 1.0 / 1024.0, flag.ptr).unwrap();
+    let inv = up32(&g, &[1.0 / 1024.0]);
+    g.unscale_check(dx.ptr, stride, rows, len, inv.ptr, flag.ptr).unwrap();
     let bad = loss_scale::unscale_check(&mut x, stride, rows, len, 1.0 / 1024.0);
     assert_eq!(bad, 2);
     assert_eq!(g.read::<u32>(flag.ptr, 1).unwrap()[0] as usize, bad);
@@ -334,27 +340,37 @@ fn optimizer_kernels_match_the_cpu_optimizers_bit_for_bit() {
             let mut p = randn(80, n, 1.0);
             let (dp, p16) = (up32(&g, &p), poisoned16(&g, n));
             let (dm, dv) = (up32(&g, &vec![0.0; n]), up32(&g, &vec![0.0; n]));
+            let (mut skip, mut bad) = (g.alloc::<u32>(1).unwrap(), g.alloc::<u32>(1).unwrap());
+            g.upload(&[0], &mut bad).unwrap();
+            // A set skip flag changes nothing.
+            g.upload(&[1], &mut skip).unwrap();
+            let coef = up32(&g, &opt.coefficients());
+            g.sgd_step(dp.ptr, dp.ptr, p16.ptr, n, coef.ptr, skip.ptr, bad.ptr).unwrap();
+            g.adam_step(dp.ptr, dp.ptr, dm.ptr, dv.ptr, p16.ptr, n, 0.5, 0.5, coef.ptr, 1e-8, skip.ptr, bad.ptr)
+                .unwrap();
+            assert_eq!(bits(&read32(&g, &dp)), bits(&p), "a set skip flag must leave the parameters alone");
+            assert!(read16(&g, &p16).iter().all(|x| x.is_nan()), "a set skip flag must leave the fp16 copy alone");
+            g.upload(&[0], &mut skip).unwrap();
             for step in 0..5u64 {
                 let grad = randn(90 + step, n, 0.1);
                 let dg = up32(&g, &grad);
-                let sign = if dir == Direction::Descend { 1.0 } else { -1.0 };
-                let t = opt.t + 1;
+                let coef = up32(&g, &opt.coefficients());
                 match kind {
                     lockstep::config::OptimizerKind::Adam => {
-                        let bc1 = 1.0 - opt.beta1.powf(t as f64);
-                        let bc2 = 1.0 - opt.beta2.powf(t as f64);
-                        let step_size = (opt.lr / bc1) as f32 * sign;
-                        let inv = (1.0 / bc2.sqrt()) as f32;
                         let (b1, b2, eps) = (opt.beta1 as f32, opt.beta2 as f32, opt.eps as f32);
-                        g.adam_step(dp.ptr, dg.ptr, dm.ptr, dv.ptr, p16.ptr, n, b1, b2, step_size, inv, eps).unwrap();
+                        g.adam_step(
+                            dp.ptr, dg.ptr, dm.ptr, dv.ptr, p16.ptr, n, b1, b2, coef.ptr, eps, skip.ptr, bad.ptr,
+                        )
+                        .unwrap();
                     }
                     lockstep::config::OptimizerKind::Sgd => {
-                        g.sgd_step(dp.ptr, dg.ptr, p16.ptr, n, opt.lr as f32 * sign).unwrap();
+                        g.sgd_step(dp.ptr, dg.ptr, p16.ptr, n, coef.ptr, skip.ptr, bad.ptr).unwrap();
                     }
                 }
                 opt.step(&mut p, &grad);
             }
             assert_eq!(bits(&read32(&g, &dp)), bits(&p), "{kind:?} {dir:?}: parameters");
+            assert_eq!(g.read::<u32>(bad.ptr, 1).unwrap()[0], 0, "no parameter is non-finite");
             assert_eq!(bits(&read16(&g, &p16)), bits(&round16(&p)), "{kind:?} {dir:?}: fp16 copy");
             if kind == lockstep::config::OptimizerKind::Adam {
                 assert_eq!(bits(&read32(&g, &dm)), bits(&opt.m), "Adam m");
@@ -503,6 +519,7 @@ fn an_overflow_skips_the_step_and_halves_the_scale_and_a_clean_window_doubles_it
     tr.state.loss_scale.scale = 2f32.powi(40);
     let before = tr.state.clone();
     let rep = tr.step().unwrap();
+    tr.sync().unwrap();
     assert!(rep.skipped, "an fp16 overflow must skip the step");
     assert_eq!(tr.state.loss_scale.scale, 2f32.powi(39));
     assert_eq!((&tr.state.gen, &tr.state.disc), (&before.gen, &before.disc), "a skipped step changes nothing");
@@ -520,10 +537,12 @@ fn two_cuda_workers_give_bitwise_the_parameters_of_one() {
     let cfg = config("configs/mog-ring.toml", &[]);
     let mut one = cuda_trainer(&cfg, 1);
     let mut two = cuda_trainer(&cfg, 2);
+    assert!(one.uses_device_step() && !two.uses_device_step());
     for _ in 0..50 {
         one.step().unwrap();
         two.step().unwrap();
     }
+    one.sync().unwrap();
     assert_eq!(bits(&one.state.gen), bits(&two.state.gen), "generator");
     assert_eq!(bits(&one.state.disc), bits(&two.state.disc), "discriminator");
 }
@@ -538,6 +557,7 @@ fn mog_ring_trains_to_all_eight_modes_on_the_gpu() {
         tr.step().unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
+    tr.sync().unwrap();
     let setup = trainer::setup(&cfg);
     let samples = lockstep::eval::generate(&setup.game.gen, &tr.state.gen, cfg.log.eval_samples, cfg.train.seed, 2026);
     let score = lockstep::eval::score(&setup.data, &samples);
@@ -549,4 +569,51 @@ fn mog_ring_trains_to_all_eight_modes_on_the_gpu() {
         tr.state.loss_scale.scale
     );
     assert_eq!(score.modes_covered, 8, "modes covered: {score:?}");
+}
+
+/// The whole step as one CUDA graph gives bit for bit what the host-driven
+/// step gives on the same GPU: parameters, Adam's moments, the loss scale and
+/// the skips, through an injected overflow, for eta > 0, eta = 0 and SGD.
+#[test]
+fn the_graph_step_matches_the_host_driven_step_bit_for_bit() {
+    let Some(_g) = gpu() else { return };
+    let cases: &[&[&str]] = &[&[], &["train.eta=0.0"], &["optimizer.kind=\"sgd\"", "optimizer.lr=0.01"]];
+    for sets in cases {
+        let cfg = config("configs/mog-ring.toml", sets);
+        let mut graph = cuda_trainer(&cfg, 1);
+        let mut host = cuda_trainer(&cfg, 1);
+        host.set_device_step(false).unwrap();
+        assert!(graph.uses_device_step() && !host.uses_device_step());
+        for step in 0..120 {
+            if step == 60 {
+                // An overflow: both must skip, halve the scale and carry on alike.
+                graph.state.loss_scale.scale = 2f32.powi(40);
+                host.state.loss_scale.scale = 2f32.powi(40);
+            }
+            let (a, b) = (graph.step().unwrap(), host.step().unwrap());
+            assert_eq!(a.skipped, b.skipped, "{sets:?} step {step}: skip");
+            assert_eq!(a.value.to_bits(), b.value.to_bits(), "{sets:?} step {step}: V");
+        }
+        graph.sync().unwrap();
+        let (g, h) = (&graph.state, &host.state);
+        assert!(g.skipped >= 1, "{sets:?}: the injected overflow was not skipped");
+        assert_eq!((g.skipped, g.loss_scale, g.opt_gen.t), (h.skipped, h.loss_scale, h.opt_gen.t), "{sets:?}");
+        assert_eq!(bits(&g.gen), bits(&h.gen), "{sets:?}: generator");
+        assert_eq!(bits(&g.disc), bits(&h.disc), "{sets:?}: discriminator");
+        assert_eq!(bits(&g.opt_gen.m), bits(&h.opt_gen.m), "{sets:?}: Adam m");
+        assert_eq!(bits(&g.opt_disc.v), bits(&h.opt_disc.v), "{sets:?}: Adam v");
+        // Profiling (three graphs per step, timed) changes no result either.
+        let p = graph.device_profile(5).unwrap().expect("a device step ran");
+        for _ in 0..5 {
+            host.step().unwrap();
+        }
+        graph.sync().unwrap();
+        assert_eq!(bits(&graph.state.gen), bits(&host.state.gen), "{sets:?}: after profiled steps");
+        println!(
+            "{sets:?}: graph of {} nodes ({} kernels), phases {:?} ms",
+            p.graph_nodes, p.graph_kernels, p.phase_ms
+        );
+        assert!(p.graph_kernels > 10 && p.graph_nodes >= p.graph_kernels);
+        assert!(p.phase_ms.iter().all(|&ms| ms.is_finite() && ms >= 0.0), "{:?}", p.phase_ms);
+    }
 }

@@ -71,6 +71,62 @@ pub trait Backend: Send {
     /// Phase 2 on the chunks of the last phase 1: v = grad_D V of the whole
     /// minibatch; writes each chunk's grad_G into `out`.
     fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()>;
+    /// The whole step run by the backend itself, when it can (the CUDA
+    /// backend: one CUDA graph per step); see `DeviceStep`.
+    fn device_step(&mut self) -> Option<&mut dyn DeviceStep> {
+        None
+    }
+}
+
+/// What the trainer hands a device-resident step: the step, the loss scale,
+/// and each player's optimizer coefficients (`Optimizer::coefficients`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInput {
+    pub step: u64,
+    pub loss_scale: f32,
+    pub gen: [f32; 2],
+    pub disc: [f32; 2],
+}
+
+/// What a device-resident step reports back.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepOutput {
+    /// Non-finite values among the reduced gradients and stats (then nothing was updated).
+    pub nonfinite: u32,
+    /// Parameters that came out of the update non-finite.
+    pub bad_params: u32,
+    pub stats: [f32; crate::gan::phases::stat::COUNT],
+    pub sq_norm_disc: f64,
+    pub sq_norm_gen: f64,
+}
+
+/// Per-step figures of a device-resident step (for `lockstep bench`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct StepProfile {
+    /// Nodes of the captured graph, and how many of them are kernels.
+    pub graph_nodes: usize,
+    pub graph_kernels: usize,
+    /// Mean milliseconds of phase 1, phase 2 and the optimizer over the profiled steps (CUDA events).
+    pub phase_ms: [f32; 3],
+    pub device_memory_mib: f64,
+}
+
+/// A whole simultaneous step on one backend: both phases on the full
+/// minibatch, the reduction in chunk order, the non-finite check, and the
+/// optimizers on fp32 master weights and moments the backend keeps.  The
+/// trainer uses it when that backend is its only worker; the results are bit
+/// for bit those of the host-driven step on the same backend (tested).
+pub trait DeviceStep {
+    /// Takes over the parameters and optimizer moments (m, v: empty for SGD).
+    fn load(&mut self, gen: &[f32], disc: &[f32], opt: [&crate::gan::optim::Optimizer; 2]) -> Result<()>;
+    /// One step (the caller skips the update's bookkeeping when `nonfinite` > 0).
+    fn step(&mut self, input: &StepInput, with_gen_grad: bool) -> Result<StepOutput>;
+    /// Copies the parameters and moments back.
+    fn store(&mut self, gen: &mut [f32], disc: &mut [f32], opt: [&mut crate::gan::optim::Optimizer; 2]) -> Result<()>;
+    /// Times the step's parts (phase 1, phase 2, optimizer) with CUDA events
+    /// between them (three graph launches per step instead of one).
+    fn set_profiling(&mut self, on: bool) -> Result<()>;
+    fn profile(&mut self) -> Result<StepProfile>;
 }
 
 /// Which backend a command asked for.

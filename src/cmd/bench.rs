@@ -20,6 +20,8 @@ pub struct BenchOptions<'a> {
     pub transport: super::train::Transport,
     pub threads: usize,
     pub sets: Vec<String>,
+    /// Drive every step from the host even when the backend can run whole steps (one CUDA graph).
+    pub host_step: bool,
 }
 
 pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
@@ -36,6 +38,9 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
     let (_loopback, workers) = super::train::local_workers(&cfg, o.workers, o.backend, o.transport)?;
     let state = TrainState::init(&cfg, &setup.game);
     let mut t = Trainer::new(cfg.clone(), setup.game, state, workers)?;
+    if o.host_step {
+        t.set_device_step(false)?;
+    }
     for _ in 0..o.warmup {
         t.step()?;
     }
@@ -45,6 +50,8 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
     }
     let secs = start.elapsed().as_secs_f64();
     let sps = o.steps as f64 / secs;
+    // Phase times: 200 more steps, each timed part by part (outside the timed loop).
+    let profile = t.device_profile(200)?;
     Ok(json!({
         "config": cfg.name,
         "backend": t.backend().name(),
@@ -60,5 +67,11 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         "samples_per_second": (sps * cfg.train.batch as f64).round(),
         "step_ms": secs * 1e3 / o.steps as f64,
         "peak_rss_mib": telemetry::peak_rss_mib(),
+        // The device step (one CUDA graph per step), when the backend ran whole steps itself.
+        "cuda_graph": profile.is_some(),
+        "graph_nodes": profile.map(|p| p.graph_nodes),
+        "graph_kernels": profile.map(|p| p.graph_kernels),
+        "phase_ms": profile.map(|p| json!({"one": p.phase_ms[0], "two": p.phase_ms[1], "optimizer": p.phase_ms[2]})),
+        "device_memory_mib": profile.map(|p| p.device_memory_mib),
     }))
 }

@@ -263,6 +263,9 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
         let (log_now, eval_now, plot_now) =
             (at(step, cfg.log.every), at(step, cfg.log.eval_every), at(step, cfg.log.sample_every));
         let mut line = (log_now || eval_now).then(|| report_json(&rep, step, t.state.skipped, sps, elapsed));
+        if eval_now || plot_now || at(step, cfg.log.checkpoint_every) {
+            t.sync()?;
+        }
         if eval_now || plot_now {
             let samples = eval::generate(&t.game.gen, &t.state.gen, cfg.log.eval_samples, cfg.train.seed, step);
             if eval_now {
@@ -300,6 +303,7 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
     }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
+    t.sync()?;
     let steps_run = total - start_step;
     let mut summary = json!({
         "config": cfg.name,

@@ -42,27 +42,40 @@ impl Optimizer {
         }
     }
 
-    /// One update of `p` with gradient `g` (of the player's objective).
-    pub fn step(&mut self, p: &mut [f32], g: &[f32]) {
-        assert_eq!(p.len(), g.len());
+    /// The coefficients of the next update (step t + 1), as `step` and the
+    /// CUDA kernels (kernels/optim.cu) use them: Adam (sign · lr / (1 −
+    /// β1^t), 1 / √(1 − β2^t)); SGD (sign · lr, 0).  The sign is −1 for the
+    /// ascending player.
+    pub fn coefficients(&self) -> [f32; 2] {
         let sign: f32 = match self.dir {
             Direction::Descend => 1.0,
             Direction::Ascend => -1.0,
         };
+        let t = (self.t + 1) as f64;
+        match self.kind {
+            OptimizerKind::Sgd => [self.lr as f32 * sign, 0.0],
+            OptimizerKind::Adam => {
+                let bc1 = 1.0 - self.beta1.powf(t);
+                let bc2 = 1.0 - self.beta2.powf(t);
+                [(self.lr / bc1) as f32 * sign, (1.0 / bc2.sqrt()) as f32]
+            }
+        }
+    }
+
+    /// One update of `p` with gradient `g` (of the player's objective).
+    pub fn step(&mut self, p: &mut [f32], g: &[f32]) {
+        assert_eq!(p.len(), g.len());
+        let [a, b] = self.coefficients();
         self.t += 1;
         match self.kind {
             OptimizerKind::Sgd => {
-                let lr = self.lr as f32 * sign;
                 for (p, &g) in p.iter_mut().zip(g) {
-                    *p -= lr * g;
+                    *p -= a * g;
                 }
             }
             OptimizerKind::Adam => {
                 let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
-                let bc1 = 1.0 - self.beta1.powf(self.t as f64);
-                let bc2 = 1.0 - self.beta2.powf(self.t as f64);
-                let step_size = (self.lr / bc1) as f32 * sign;
-                let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
+                let (step_size, inv_sqrt_bc2) = (a, b);
                 let eps = self.eps as f32;
                 for (((p, &g), m), v) in p.iter_mut().zip(g).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
                     *m = b1 * *m + (1.0 - b1) * g;

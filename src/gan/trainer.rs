@@ -163,6 +163,10 @@ pub struct Trainer {
     lost: Vec<usize>,
     /// Where workers that join mid-run come from (the coordinator's lobby).
     joiner: Option<Joiner>,
+    /// The only worker runs whole steps itself (`DeviceStep`); `state`'s
+    /// parameters and moments are then behind until `sync`.
+    device_step: bool,
+    state_behind: bool,
 }
 
 /// Hands over the workers that have joined since it was last asked.
@@ -183,7 +187,7 @@ impl Trainer {
         let capacities: Vec<f64> = workers.iter().map(|w| w.capacity()).collect();
         let shards = assign_shards(cfg.chunks(), &capacities);
         let layout = game.layout();
-        Ok(Trainer {
+        let mut t = Trainer {
             partials: vec![0.0; cfg.chunks() * layout.stride()],
             grad_disc: vec![0.0; layout.n_disc],
             grad_gen: vec![0.0; layout.n_gen],
@@ -192,13 +196,75 @@ impl Trainer {
             meters: Meters::new(workers.len()),
             lost: Vec::new(),
             joiner: None,
+            device_step: false,
+            state_behind: false,
             layout,
             cfg,
             game,
             state,
             workers,
             shards,
-        })
+        };
+        t.set_device_step(true)?;
+        Ok(t)
+    }
+
+    /// Uses (`on`) the only worker's own whole-step path when it has one and
+    /// the update is simultaneous (the default), or the host-driven step.
+    /// Both give bitwise the same results on the same backend.
+    pub fn set_device_step(&mut self, on: bool) -> Result<()> {
+        self.sync()?;
+        let eligible = self.workers.len() == 1
+            && self.joiner.is_none()
+            && self.cfg.train.update == Update::Simultaneous
+            && self.workers[0].device_step().is_some();
+        let st = &self.state;
+        match (on && eligible, self.workers[0].device_step()) {
+            (true, Some(d)) => {
+                d.load(&st.gen, &st.disc, [&st.opt_gen, &st.opt_disc])?;
+                self.device_step = true;
+            }
+            _ => {
+                if self.device_step {
+                    self.workers[0].set_params(&st.gen, &st.disc)?;
+                }
+                self.device_step = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether steps run as the worker's own device step.
+    pub fn uses_device_step(&self) -> bool {
+        self.device_step
+    }
+
+    /// Brings `state`'s parameters and optimizer moments up to date (after
+    /// device steps); a no-op otherwise.  Call before reading them.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.state_behind {
+            let st = &mut self.state;
+            let d = self.workers[0].device_step().expect("device step in use");
+            d.store(&mut st.gen, &mut st.disc, [&mut st.opt_gen, &mut st.opt_disc])?;
+            self.state_behind = false;
+        }
+        Ok(())
+    }
+
+    /// The device step's profile (graph size; phase times after `steps`
+    /// more steps timed part by part), when one is in use.
+    pub fn device_profile(&mut self, steps: u64) -> Result<Option<crate::backend::StepProfile>> {
+        if !self.device_step {
+            return Ok(None);
+        }
+        self.workers[0].device_step().expect("device step in use").set_profiling(true)?;
+        for _ in 0..steps {
+            self.step()?;
+        }
+        let d = self.workers[0].device_step().expect("device step in use");
+        let p = d.profile();
+        d.set_profiling(false)?;
+        p.map(Some)
     }
 
     /// The first worker's backend (they are all of one kind in local mode).
@@ -362,6 +428,10 @@ impl Trainer {
     /// Lets workers join at step boundaries.
     pub fn set_joiner(&mut self, j: Joiner) {
         self.joiner = Some(j);
+        // Joining workers need the host-driven step; cannot fail for lack of a device step.
+        if self.device_step {
+            let _ = self.set_device_step(false);
+        }
     }
 
     /// Phase 1 on the whole minibatch, reduced: fills grad_disc, stats, and
@@ -374,8 +444,8 @@ impl Trainer {
             w.phase1(&ShardTask { step, draw, chunks, with_gen_grad, loss_scale }, out)
         })?;
         self.meters.phase_one.record(t.elapsed().as_secs_f64());
-        reduce(&self.partials, self.layout.stride(), self.layout.disc(), &mut self.grad_disc);
-        reduce(&self.partials, self.layout.stride(), self.layout.stats(), &mut self.stats);
+        reduce_rows(&self.partials, self.layout.stride(), self.layout.disc(), &mut self.grad_disc);
+        reduce_rows(&self.partials, self.layout.stride(), self.layout.stats(), &mut self.stats);
         if want_gen {
             if !with_gen_grad {
                 let t = std::time::Instant::now();
@@ -385,7 +455,7 @@ impl Trainer {
                 r?;
                 self.meters.phase_two.record(t.elapsed().as_secs_f64());
             }
-            reduce(&self.partials, self.layout.stride(), self.layout.gen(), &mut self.grad_gen);
+            reduce_rows(&self.partials, self.layout.stride(), self.layout.gen(), &mut self.grad_gen);
         }
         Ok(())
     }
@@ -418,6 +488,9 @@ impl Trainer {
         let mut rep;
         let mut ok;
         match self.cfg.train.update {
+            Update::Simultaneous if self.device_step => {
+                (rep, ok) = self.device_step_once()?;
+            }
             Update::Simultaneous => {
                 self.gradients(Draw::First, true)?;
                 rep = self.report();
@@ -462,6 +535,10 @@ impl Trainer {
                 )));
             }
         }
+        if self.device_step {
+            self.meters.step.record(started.elapsed().as_secs_f64());
+            return self.finish_step(rep);
+        }
         if !self.state.gen.iter().chain(&self.state.disc).all(|v| v.is_finite()) {
             return Err(Error::runtime(format!(
                 "training diverged: the parameters became non-finite at step {} (from finite gradients: the \
@@ -470,6 +547,54 @@ impl Trainer {
             )));
         }
         self.set_params()?;
+        self.meters.step.record(started.elapsed().as_secs_f64());
+        self.finish_step(rep)
+    }
+
+    /// One step as the only worker's device step: the host supplies the
+    /// step, the loss scale and the optimizer coefficients, and mirrors the
+    /// optimizers' step counts when the step was taken.
+    fn device_step_once(&mut self) -> Result<(StepReport, bool)> {
+        let input = crate::backend::StepInput {
+            step: self.state.step,
+            loss_scale: self.state.loss_scale.scale,
+            gen: self.state.opt_gen.coefficients(),
+            disc: self.state.opt_disc.coefficients(),
+        };
+        let with_gen_grad = self.game.eta == 0.0;
+        let t = std::time::Instant::now();
+        let out = self.workers[0].device_step().expect("device step in use").step(&input, with_gen_grad)?;
+        self.meters.compute[0][0].record(t.elapsed().as_secs_f64());
+        self.state_behind = true;
+        let s = &out.stats;
+        let rep = StepReport {
+            step: self.state.step,
+            value: (s[stat::V_REAL] + s[stat::V_FAKE]) as f64,
+            gen_loss: s[stat::GEN_LOSS] as f64,
+            grad_norm_disc: out.sq_norm_disc.sqrt(),
+            grad_norm_gen: out.sq_norm_gen.sqrt(),
+            regularizer: out.sq_norm_disc,
+            d_accuracy_real: s[stat::REAL_CORRECT] as f64,
+            d_accuracy_fake: s[stat::FAKE_CORRECT] as f64,
+            skipped: false,
+        };
+        let ok = out.nonfinite == 0;
+        if ok {
+            self.state.opt_gen.t += 1;
+            self.state.opt_disc.t += 1;
+        }
+        if out.bad_params > 0 {
+            return Err(Error::runtime(format!(
+                "training diverged: {} parameters became non-finite at step {} (from finite gradients: the \
+                 learning rate is too large); lower optimizer.lr and resume from the last checkpoint or start again",
+                out.bad_params, self.state.step
+            )));
+        }
+        Ok((rep, ok))
+    }
+
+    /// The bookkeeping after every step: the step count and the meters.
+    fn finish_step(&mut self, rep: StepReport) -> Result<StepReport> {
         self.state.step += 1;
         let m = &self.meters;
         m.steps.increment(1);
@@ -482,7 +607,6 @@ impl Trainer {
         m.grad_disc.set(rep.grad_norm_disc);
         m.regularizer.set(rep.regularizer);
         m.loss_scale.set(self.state.loss_scale.scale as f64);
-        m.step.record(started.elapsed().as_secs_f64());
         Ok(rep)
     }
 }
@@ -517,7 +641,9 @@ pub fn assign_shards(chunks: usize, capacities: &[f64]) -> Vec<Range<usize>> {
 
 /// out = Σ_chunks rows[c][range], added in chunk order for every element
 /// (split over threads by element, which does not change any sum).
-fn reduce(partials: &[f32], stride: usize, range: std::ops::Range<usize>, out: &mut [f32]) {
+/// out = the rows' columns `range` added in row (chunk) order: row 0, then
+/// += row 1, ...  The CPU twin of kernels/reduce.cu's `reduce_rows`.
+pub fn reduce_rows(partials: &[f32], stride: usize, range: std::ops::Range<usize>, out: &mut [f32]) {
     use rayon::prelude::*;
     const PIECE: usize = 4096;
     out.par_chunks_mut(PIECE).enumerate().for_each(|(i, o)| {
@@ -532,7 +658,8 @@ fn reduce(partials: &[f32], stride: usize, range: std::ops::Range<usize>, out: &
     });
 }
 
-fn sum_sq(v: &[f32]) -> f64 {
+/// Σ v² in f64 (for the step's report).  Twin of kernels/reduce.cu's `sum_squares`.
+pub fn sum_sq(v: &[f32]) -> f64 {
     v.iter().map(|&x| (x as f64) * (x as f64)).sum()
 }
 

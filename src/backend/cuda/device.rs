@@ -83,11 +83,18 @@ pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// cuBLAS's workspace, fixed so that a captured graph never allocates.
+    _blas_workspace: CudaSlice<u8>,
     kernels: Kernels,
     pub ordinal: usize,
     pub name: String,
     pub sms: usize,
+    /// Bytes of device memory allocated through `alloc` (and the workspace).
+    allocated: std::sync::atomic::AtomicUsize,
 }
+
+/// cuBLAS workspace size (its documented recommendation for Hopper).
+const BLAS_WORKSPACE: usize = 32 << 20;
 
 /// Threads per block of the elementwise kernels.
 const THREADS: u32 = 256;
@@ -120,20 +127,45 @@ impl Gpu {
         // One stream: no cross-stream event bookkeeping needed.
         // SAFETY: every buffer is used on this one stream only.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx.new_stream().map_err(cuda_err("stream"))?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::runtime(format!("cuBLAS: {e}")))?;
+        let ws = stream.alloc_zeros::<u8>(BLAS_WORKSPACE).map_err(cuda_err("allocation"))?;
+        {
+            let (wp, _) = ws.device_ptr(&stream);
+            // SAFETY: the workspace lives as long as the handle (both in this Gpu).
+            unsafe { blas_sys::cublasSetWorkspace_v2(*blas.handle(), wp as *mut _, BLAS_WORKSPACE) }
+                .result()
+                .map_err(|e| Error::runtime(format!("cuBLAS workspace: {e}")))?;
+        }
         let kernels = Kernels::load(&ctx)?;
         let name = ctx.name().map_err(cuda_err("device name"))?;
         let sms = ctx
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(cuda_err("attribute"))? as usize;
-        Ok(Gpu { ctx, stream, blas, kernels, ordinal, name, sms })
+        Ok(Gpu {
+            ctx,
+            stream,
+            blas,
+            _blas_workspace: ws,
+            kernels,
+            ordinal,
+            name,
+            sms,
+            allocated: std::sync::atomic::AtomicUsize::new(BLAS_WORKSPACE),
+        })
     }
 
     pub fn alloc<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<DevBuf<T>> {
         let slice = self.stream.alloc_zeros::<T>(len.max(1)).map_err(cuda_err("allocation"))?;
+        self.allocated.fetch_add(len.max(1) * std::mem::size_of::<T>(), std::sync::atomic::Ordering::Relaxed);
         let (ptr, _) = slice.device_ptr(&self.stream);
         Ok(DevBuf { slice, ptr })
+    }
+
+    /// Device memory allocated by this Gpu, in bytes.
+    pub fn allocated_bytes(&self) -> usize {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn upload<T: DeviceRepr + ValidAsZeroBits>(&self, src: &[T], dst: &mut DevBuf<T>) -> Result<()> {
@@ -164,6 +196,35 @@ impl Gpu {
         self.ctx.bind_to_thread().map_err(cuda_err("context"))?;
         // SAFETY: `ptr` addresses room for `src.len()` values of a live buffer.
         unsafe { cudarc::driver::result::memcpy_htod_sync(ptr, src) }.map_err(cuda_err("copy to device"))
+    }
+
+    /// Stream-ordered copy of `bytes` bytes between device addresses.
+    pub fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        // SAFETY: both addresses span `bytes` bytes of live buffers.
+        unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
+            .map_err(cuda_err("device copy"))
+    }
+
+    /// Stream-ordered zeroing of `bytes` bytes at `dst`.
+    pub fn zero(&self, dst: u64, bytes: usize) -> Result<()> {
+        // SAFETY: `dst` spans `bytes` bytes of a live buffer.
+        unsafe { cudarc::driver::result::memset_d8_async(dst, 0, bytes, self.stream.cu_stream()) }
+            .map_err(cuda_err("memset"))
+    }
+
+    /// Stream-ordered copy from pinned host memory (read when the copy runs,
+    /// also on every replay of a captured graph).
+    pub fn copy_from_pinned(&self, dst: u64, src: &Pinned) -> Result<()> {
+        // SAFETY: `src` is pinned and lives as long as the graph that may replay this copy.
+        unsafe { cudarc::driver::result::memcpy_htod_async(dst, src.words(), self.stream.cu_stream()) }
+            .map_err(cuda_err("copy to device"))
+    }
+
+    /// Stream-ordered copy into pinned host memory.
+    pub fn copy_to_pinned(&self, dst: &mut Pinned, src: u64) -> Result<()> {
+        // SAFETY: as above; the host reads `dst` only after synchronizing.
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(dst.words_mut(), src, self.stream.cu_stream()) }
+            .map_err(cuda_err("copy to host"))
     }
 
     pub fn sync(&self) -> Result<()> {
@@ -323,7 +384,8 @@ impl Gpu {
 
     // ---- objective.cu ----
 
-    /// Seeds of D's backward (rows 0..2n of each chunk) and each chunk's stats at `stats + c * stride`.
+    /// Seeds of D's backward (rows 0..2n of each chunk) and each chunk's stats at
+    /// `stats + c * stride`; the loss scale is read at `scale`.
     #[allow(clippy::too_many_arguments)]
     pub fn phase1_seeds(
         &self,
@@ -335,7 +397,7 @@ impl Gpu {
         n: usize,
         obj: i32,
         inv_b: f32,
-        scale: f32,
+        scale: u64,
     ) -> Result<()> {
         let cfg =
             LaunchConfig { grid_dim: (chunks as u32, 1, 1), block_dim: (HEAD_THREADS, 1, 1), shared_mem_bytes: 0 };
@@ -351,7 +413,7 @@ impl Gpu {
         n: usize,
         obj: i32,
         inv_b: f32,
-        scale: f32,
+        scale: u64,
     ) -> Result<()> {
         launch!(self, "gen_loss_seeds", grid_for(chunks * n), d, ybar, i32_of(chunks), i32_of(n), obj, inv_b, scale)
     }
@@ -368,7 +430,7 @@ impl Gpu {
         obj: i32,
         two_eta: f32,
         inv_b: f32,
-        scale: f32,
+        scale: u64,
     ) -> Result<()> {
         launch!(
             self,
@@ -389,55 +451,26 @@ impl Gpu {
 
     // ---- rng.cu ----
 
-    /// N(0, 1) numbers for the selected rows (`f32_out`: fp32, else fp16).
+    /// N(0, 1) numbers for the selected rows (`f32_out`: fp32, else fp16), for
+    /// the stream (seed `key`, `purpose`, the step read at `step`).
     #[allow(clippy::too_many_arguments)]
     pub fn normals(
         &self,
         f32_out: bool,
         out: u64,
-        stream: &crate::rng::Stream,
+        key: [u32; 2],
+        purpose: u32,
+        step: u64,
         first: u32,
         r: Rows,
         width: usize,
     ) -> Result<()> {
-        let (key, step_lo, hi) = stream.parts();
         let cfg = grid_for(r.chunks * r.count * width.div_ceil(4));
-        let args = (out, key[0], key[1], step_lo, hi, first);
-        let rest = (i32_of(r.chunks), i32_of(r.block), i32_of(r.start), i32_of(r.count), i32_of(width));
+        let (c, b, s, n, w) = (i32_of(r.chunks), i32_of(r.block), i32_of(r.start), i32_of(r.count), i32_of(width));
         if f32_out {
-            launch!(
-                self,
-                "normals_f32",
-                cfg,
-                args.0,
-                args.1,
-                args.2,
-                args.3,
-                args.4,
-                args.5,
-                rest.0,
-                rest.1,
-                rest.2,
-                rest.3,
-                rest.4
-            )
+            launch!(self, "normals_f32", cfg, out, key[0], key[1], purpose, step, first, c, b, s, n, w)
         } else {
-            launch!(
-                self,
-                "normals_f16",
-                cfg,
-                args.0,
-                args.1,
-                args.2,
-                args.3,
-                args.4,
-                args.5,
-                rest.0,
-                rest.1,
-                rest.2,
-                rest.3,
-                rest.4
-            )
+            launch!(self, "normals_f16", cfg, out, key[0], key[1], purpose, step, first, c, b, s, n, w)
         }
     }
 
@@ -447,55 +480,22 @@ impl Gpu {
         &self,
         f32_out: bool,
         out: u64,
-        stream: &crate::rng::Stream,
+        key: [u32; 2],
+        purpose: u32,
+        step: u64,
         first: u32,
         centres: &DevBuf<f64>,
         sd: f64,
         r: Rows,
     ) -> Result<()> {
-        let (key, step_lo, hi) = stream.parts();
         let cfg = grid_for(r.chunks * r.count);
         let nc = i32_of(centres.len() / 2);
-        let rest = (i32_of(r.chunks), i32_of(r.block), i32_of(r.start), i32_of(r.count));
-        let c = centres.ptr;
+        let (c, b, s, n) = (i32_of(r.chunks), i32_of(r.block), i32_of(r.start), i32_of(r.count));
+        let cp = centres.ptr;
         if f32_out {
-            launch!(
-                self,
-                "mixture_f32",
-                cfg,
-                out,
-                key[0],
-                key[1],
-                step_lo,
-                hi,
-                first,
-                c,
-                nc,
-                sd,
-                rest.0,
-                rest.1,
-                rest.2,
-                rest.3
-            )
+            launch!(self, "mixture_f32", cfg, out, key[0], key[1], purpose, step, first, cp, nc, sd, c, b, s, n)
         } else {
-            launch!(
-                self,
-                "mixture_f16",
-                cfg,
-                out,
-                key[0],
-                key[1],
-                step_lo,
-                hi,
-                first,
-                c,
-                nc,
-                sd,
-                rest.0,
-                rest.1,
-                rest.2,
-                rest.3
-            )
+            launch!(self, "mixture_f16", cfg, out, key[0], key[1], purpose, step, first, cp, nc, sd, c, b, s, n)
         }
     }
 
@@ -511,14 +511,15 @@ impl Gpu {
 
     // ---- loss_scale.cu ----
 
-    /// x[r * stride + j] *= inv_scale for r < rows, j < len; adds the count of non-finite results to `*flag`.
+    /// x[r * stride + j] *= *inv_scale for r < rows, j < len; adds the count of
+    /// non-finite results to `*flag`.
     pub fn unscale_check(
         &self,
         x: u64,
         stride: usize,
         rows: usize,
         len: usize,
-        inv_scale: f32,
+        inv_scale: u64,
         flag: u64,
     ) -> Result<()> {
         launch!(
@@ -536,7 +537,9 @@ impl Gpu {
 
     // ---- optim.cu ----
 
-    /// One Adam step on fp32 `p` (and its fp16 copy `p16`, 0: none).
+    /// One Adam step on fp32 `p` (and its fp16 copy `p16`, 0: none) with the
+    /// coefficients at `coef`; nothing when `*skip` (0: never) is set; counts
+    /// non-finite results at `bad` (0: no count).
     #[allow(clippy::too_many_arguments)]
     pub fn adam_step(
         &self,
@@ -548,15 +551,68 @@ impl Gpu {
         n: usize,
         b1: f32,
         b2: f32,
-        step_size: f32,
-        inv_sqrt_bc2: f32,
+        coef: u64,
         eps: f32,
+        skip: u64,
+        bad: u64,
     ) -> Result<()> {
-        launch!(self, "adam_step", grid_for(n), p, g, m, v, p16, n as i64, b1, b2, step_size, inv_sqrt_bc2, eps)
+        launch!(self, "adam_step", grid_for(n), p, g, m, v, p16, n as i64, b1, b2, coef, eps, skip, bad)
     }
 
-    pub fn sgd_step(&self, p: u64, g: u64, p16: u64, n: usize, lr: f32) -> Result<()> {
-        launch!(self, "sgd_step", grid_for(n), p, g, p16, n as i64, lr)
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgd_step(&self, p: u64, g: u64, p16: u64, n: usize, coef: u64, skip: u64, bad: u64) -> Result<()> {
+        launch!(self, "sgd_step", grid_for(n), p, g, p16, n as i64, coef, skip, bad)
+    }
+
+    // ---- reduce.cu ----
+
+    /// out[j] = Σ_r rows[r * stride + j] in row order, j < ncols.
+    pub fn reduce_rows(&self, rows: u64, stride: usize, nrows: usize, ncols: usize, out: u64) -> Result<()> {
+        launch!(self, "reduce_rows", grid_for(ncols), rows, stride as i64, i32_of(nrows), i32_of(ncols), out)
+    }
+
+    /// *out (f64) = Σ x[i]², in a fixed order.
+    pub fn sum_squares(&self, x: u64, n: usize, out: u64) -> Result<()> {
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, "sum_squares", cfg, x, n as i64, out)
+    }
+}
+
+/// Page-locked host memory, for copies that a captured graph replays.
+pub struct Pinned {
+    ptr: *mut u32,
+    words: usize,
+}
+
+// SAFETY: the memory is owned by this value and only accessed through it.
+unsafe impl Send for Pinned {}
+
+impl Pinned {
+    pub fn new(gpu: &Gpu, words: usize) -> Result<Pinned> {
+        gpu.ctx.bind_to_thread().map_err(cuda_err("context"))?;
+        // SAFETY: a fresh allocation of `words` u32s, zeroed below.
+        let ptr = unsafe { cudarc::driver::result::malloc_host(words * 4, 0) }.map_err(cuda_err("pinned allocation"))?
+            as *mut u32;
+        let mut p = Pinned { ptr, words };
+        p.words_mut().fill(0);
+        Ok(p)
+    }
+
+    pub fn words(&self) -> &[u32] {
+        // SAFETY: `ptr` holds `words` initialised u32s owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.words) }
+    }
+
+    pub fn words_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as above, borrowed mutably through self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.words) }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: allocated by malloc_host in `new`, freed once.
+        let _ = unsafe { cudarc::driver::result::free_host(self.ptr as *mut _) };
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `cast`       | f32_to_f16, f16_to_f32                           | `half::f16`                                |
 //! | `loss_scale` | unscale_check                                    | `gan::loss_scale::unscale_check`           |
 //! | `optim`      | adam_step, sgd_step                              | `gan::optim::Optimizer::step`              |
+//! | `reduce`     | reduce_rows, sum_squares                         | `gan::trainer::{reduce_rows, sum_sq}`      |
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,6 +57,11 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "cast", source: include_str!("../../../kernels/cast.cu"), kernels: &["f32_to_f16", "f16_to_f32"] },
     Family { name: "loss_scale", source: include_str!("../../../kernels/loss_scale.cu"), kernels: &["unscale_check"] },
     Family { name: "optim", source: include_str!("../../../kernels/optim.cu"), kernels: &["adam_step", "sgd_step"] },
+    Family {
+        name: "reduce",
+        source: include_str!("../../../kernels/reduce.cu"),
+        kernels: &["reduce_rows", "sum_squares"],
+    },
 ];
 
 /// Threads per block of the objective's per-chunk reductions (HEAD_THREADS in objective.cu).

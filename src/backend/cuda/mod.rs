@@ -13,6 +13,7 @@
 pub mod device;
 pub mod kernels;
 pub mod net;
+pub mod resident;
 
 use half::f16;
 
@@ -20,7 +21,7 @@ use super::{Backend, Draw, Setup, ShardTask};
 use crate::error::{Error, Result};
 use crate::gan::objective::Objective;
 use crate::gan::phases::PartialLayout;
-use crate::rng::{Purpose, Stream};
+use crate::rng::Purpose;
 use device::{DevBuf, Gpu, Rows};
 use net::{DevNet, GradOut};
 
@@ -108,10 +109,65 @@ pub struct CudaBackend {
     xbar: DevBuf<f16>,
     /// One row of partial sums per chunk.
     partials: DevBuf<f32>,
-    /// Count of non-finite gradient sums (unscale_check).
-    nonfinite: DevBuf<u32>,
+    /// What a step reads on the device (`StepIn`) and reports (`StepOut`).
+    step_in: DevBuf<u32>,
+    step_out: DevBuf<u32>,
     centres: DevBuf<f64>,
     last: Option<ShardTask>,
+    /// The whole step as one CUDA graph, once `DeviceStep::load` was called.
+    resident: Option<resident::Resident>,
+}
+
+/// The words of the device's step input (kernels read the step, the loss
+/// scale and the optimizer coefficients here, so that a captured graph
+/// replays with fresh values): step (u64), loss scale, 1 / loss scale, 1.0,
+/// the generator's two optimizer coefficients, the discriminator's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepIn {
+    pub step: u64,
+    pub loss_scale: f32,
+    pub gen: [f32; 2],
+    pub disc: [f32; 2],
+}
+
+impl StepIn {
+    pub const WORDS: usize = 10;
+    const STEP: u64 = 0;
+    const SCALE: u64 = 8;
+    const INV_SCALE: u64 = 12;
+    const ONE: u64 = 16;
+    const GEN: u64 = 20;
+    const DISC: u64 = 28;
+
+    pub fn words(&self) -> [u32; Self::WORDS] {
+        let f = |x: f32| x.to_bits();
+        [
+            self.step as u32,
+            (self.step >> 32) as u32,
+            f(self.loss_scale),
+            f(1.0 / self.loss_scale),
+            f(1.0),
+            f(self.gen[0]),
+            f(self.gen[1]),
+            f(self.disc[0]),
+            f(self.disc[1]),
+            0,
+        ]
+    }
+}
+
+/// Byte offsets in the device's step output: non-finite gradient sums
+/// (u32), non-finite parameters after the update (u32), the stats (f32 ×
+/// 5), ||grad_D||² and ||grad_G||² (f64).
+pub struct StepOut;
+
+impl StepOut {
+    pub const WORDS: usize = 12;
+    pub const NONFINITE: u64 = 0;
+    pub const BAD_PARAMS: u64 = 4;
+    pub const STATS: u64 = 8;
+    pub const SQ_DISC: u64 = 32;
+    pub const SQ_GEN: u64 = 40;
 }
 
 impl CudaBackend {
@@ -144,9 +200,11 @@ impl CudaBackend {
             seed_dot: gpu.alloc(rows)?,
             xbar: gpu.alloc(rows * game.disc.input)?,
             partials: gpu.alloc(k * layout.stride())?,
-            nonfinite: gpu.alloc(1)?,
+            step_in: gpu.alloc(StepIn::WORDS)?,
+            step_out: gpu.alloc(StepOut::WORDS)?,
             centres: centres_dev,
             last: None,
+            resident: None,
             layout,
             setup: setup.clone(),
             gpu,
@@ -173,22 +231,97 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Divides the gradient columns `cols` of the first `chunks` rows by the
-    /// loss scale, copies the rows to `out`, and says whether any sum
-    /// overflowed (then the caller's non-finite check skips the step).
-    fn finish(&mut self, chunks: usize, cols: std::ops::Range<usize>, scale: f32, out: &mut [f32]) -> Result<()> {
-        let stride = self.layout.stride();
-        self.gpu.upload(&[0u32], &mut self.nonfinite)?;
-        self.gpu.unscale_check(
-            self.partials.at(cols.start),
-            stride,
-            chunks,
-            cols.len(),
-            1.0 / scale,
-            self.nonfinite.ptr,
+    fn write_step_in(&mut self, s: &StepIn) -> Result<()> {
+        self.gpu.upload(&s.words(), &mut self.step_in)
+    }
+
+    fn step_in_at(&self, offset: u64) -> u64 {
+        self.step_in.ptr + offset
+    }
+
+    /// Enqueues phase 1 on `chunks` (their rows of partial sums at the start
+    /// of `partials`), with the step and loss scale read from `step_in`: the
+    /// draws, both forward passes, the seeds and stats, D's backward (and the
+    /// generator's gradient when `with_gen_grad`), then the gradient columns
+    /// unscaled, their non-finite values counted at StepOut::NONFINITE.
+    fn enqueue_phase1(&mut self, chunks: std::ops::Range<usize>, draw: Draw, with_gen_grad: bool) -> Result<()> {
+        let k = chunks.len();
+        let (all, real, fake) = self.rows(k);
+        let s = &self.setup;
+        let n = s.chunk;
+        let (lat, rl) = match draw {
+            Draw::First => (Purpose::Latent, Purpose::Real),
+            Draw::Second => (Purpose::LatentG, Purpose::RealG),
+        };
+        let key = [s.seed as u32, (s.seed >> 32) as u32];
+        let first = (chunks.start * n) as u32;
+        let (step, scale) = (self.step_in_at(StepIn::STEP), self.step_in_at(StepIn::SCALE));
+        let x = self.gen.output();
+        let gpu = &self.gpu;
+        gpu.normals(false, self.z.ptr, key, lat as u32, step, first, fake, s.game.gen.input)?;
+        gpu.mixture(false, x, key, rl as u32, step, first, &self.centres, s.data.std, real)?;
+        let (pg, pd) = (self.pg(), self.pd());
+        self.gen.forward(gpu, pg, self.z.ptr, fake)?;
+        self.disc.forward(gpu, pd, x, all)?;
+        let obj = objective_code(s.game.objective);
+        let (stride, inv_b) = (self.layout.stride(), self.inv_b());
+        let stats = self.partials.at(self.layout.stats().start);
+        gpu.phase1_seeds(self.disc.output(), self.seed.ptr, stats, stride, k, n, obj, inv_b, scale)?;
+        let dgrads = GradOut { base: self.partials.ptr, stride };
+        self.disc.backward(gpu, pd, x, all, self.seed.ptr, Some(dgrads), None)?;
+        let mut cols = self.layout.disc();
+        if with_gen_grad {
+            gpu.gen_loss_seeds(self.disc.output(), self.seed.ptr, k, n, obj, inv_b, scale)?;
+            self.disc.backward(gpu, pd, x, fake, self.seed.ptr, None, Some(self.xbar.ptr))?;
+            let ggrads = GradOut { base: self.partials.at(self.layout.n_disc), stride };
+            self.gen.backward(gpu, pg, self.z.ptr, fake, self.xbar.ptr, Some(ggrads), None)?;
+            cols = 0..self.layout.n_disc + self.layout.n_gen;
+        }
+        self.unscale(k, cols)
+    }
+
+    /// Enqueues phase 2 on the `k` chunks of the last phase 1, with v (fp32,
+    /// the whole minibatch's grad_D V) read at `v32`: D's jvp along v, the
+    /// seeds, D's jvp_backward and G's backward, the generator's gradient
+    /// columns unscaled and checked.
+    fn enqueue_phase2(&mut self, k: usize, v32: u64) -> Result<()> {
+        let (_, _, fake) = self.rows(k);
+        let s = &self.setup;
+        let n = s.chunk;
+        let gpu = &self.gpu;
+        gpu.f32_to_f16(v32, self.v16.ptr, self.layout.n_disc)?;
+        let x = self.gen.output();
+        let (pg, pd) = (self.pg(), self.pd());
+        self.disc.jvp(gpu, pd, self.v16.ptr, x, None, fake)?;
+        let ddot =
+            self.disc.tangent().ok_or_else(|| Error::runtime("cuda backend: D's output has no tangent along v"))?;
+        let obj = objective_code(s.game.objective);
+        let two_eta = (2.0 * s.game.eta) as f32;
+        let (scale, inv_b) = (self.step_in_at(StepIn::SCALE), self.inv_b());
+        gpu.phase2_seeds(self.disc.output(), ddot, self.seed.ptr, self.seed_dot.ptr, k, n, obj, two_eta, inv_b, scale)?;
+        self.disc.jvp_backward(
+            gpu,
+            pd,
+            self.v16.ptr,
+            x,
+            None,
+            fake,
+            self.seed.ptr,
+            self.seed_dot.ptr,
+            self.xbar.ptr,
+            None,
         )?;
-        self.gpu.download(&self.partials, out)?;
-        Ok(())
+        let ggrads = GradOut { base: self.partials.at(self.layout.n_disc), stride: self.layout.stride() };
+        self.gen.backward(gpu, pg, self.z.ptr, fake, self.xbar.ptr, Some(ggrads), None)?;
+        self.unscale(k, self.layout.gen())
+    }
+
+    /// Divides the gradient columns `cols` of the first `k` rows by the loss
+    /// scale and counts the non-finite results at StepOut::NONFINITE.
+    fn unscale(&self, k: usize, cols: std::ops::Range<usize>) -> Result<()> {
+        let flag = self.step_out.ptr + StepOut::NONFINITE;
+        let inv = self.step_in_at(StepIn::INV_SCALE);
+        self.gpu.unscale_check(self.partials.at(cols.start), self.layout.stride(), k, cols.len(), inv, flag)
     }
 
     /// The row selections of a phase on `chunks` chunks: (all 2n rows, real, fake).
@@ -239,45 +372,24 @@ impl Backend for CudaBackend {
         if k == 0 || task.chunks.end > self.setup.chunks {
             return Err(Error::runtime(format!("cuda backend: bad chunk range {:?}", task.chunks)));
         }
-        self.check_out(k, out)?;
-        let (all, real, fake) = self.rows(k);
-        let s = &self.setup;
-        let n = s.chunk;
-        let (lat, rl) = match task.draw {
-            Draw::First => (Purpose::Latent, Purpose::Real),
-            Draw::Second => (Purpose::LatentG, Purpose::RealG),
-        };
-        let first = (task.chunks.start * n) as u32;
-        let x = self.gen.output();
-        let gpu = &self.gpu;
-        gpu.normals(false, self.z.ptr, &Stream::new(s.seed, lat, task.step), first, fake, s.game.gen.input)?;
-        gpu.mixture(false, x, &Stream::new(s.seed, rl, task.step), first, &self.centres, s.data.std, real)?;
-        let (pg, pd) = (self.pg(), self.pd());
-        self.gen.forward(gpu, pg, self.z.ptr, fake)?;
-        self.disc.forward(gpu, pd, x, all)?;
-        let obj = objective_code(s.game.objective);
-        let (stride, scale, inv_b) = (self.layout.stride(), task.loss_scale, self.inv_b());
-        let stats = self.partials.at(self.layout.stats().start);
-        gpu.phase1_seeds(self.disc.output(), self.seed.ptr, stats, stride, k, n, obj, inv_b, scale)?;
-        let dgrads = GradOut { base: self.partials.ptr, stride };
-        self.disc.backward(gpu, pd, x, all, self.seed.ptr, Some(dgrads), None)?;
-        let mut cols = self.layout.disc();
-        if task.with_gen_grad {
-            gpu.gen_loss_seeds(self.disc.output(), self.seed.ptr, k, n, obj, inv_b, scale)?;
-            self.disc.backward(gpu, pd, x, fake, self.seed.ptr, None, Some(self.xbar.ptr))?;
-            let ggrads = GradOut { base: self.partials.at(self.layout.n_disc), stride };
-            self.gen.backward(gpu, pg, self.z.ptr, fake, self.xbar.ptr, Some(ggrads), None)?;
-            cols = 0..self.layout.n_disc + self.layout.n_gen;
+        if !(task.loss_scale.is_finite() && task.loss_scale > 0.0) {
+            return Err(Error::runtime(format!(
+                "cuda backend: loss scale {} is not a positive number",
+                task.loss_scale
+            )));
         }
-        self.finish(k, cols, scale, out)?;
+        self.check_out(k, out)?;
+        self.write_step_in(&StepIn { step: task.step, loss_scale: task.loss_scale, gen: [0.0; 2], disc: [0.0; 2] })?;
+        self.gpu.zero(self.step_out.ptr, StepOut::WORDS * 4)?;
+        self.enqueue_phase1(task.chunks.clone(), task.draw, task.with_gen_grad)?;
+        self.gpu.download(&self.partials, out)?;
         self.last = Some(task.clone());
         Ok(())
     }
 
     fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
         let task = self.last.clone().ok_or_else(|| Error::runtime("cuda backend: phase 2 before phase 1"))?;
-        let k = task.chunks.len();
-        self.check_out(k, out)?;
+        self.check_out(task.chunks.len(), out)?;
         if v.len() != self.layout.n_disc {
             return Err(Error::runtime(format!(
                 "cuda backend: v has {} values, expected {}",
@@ -285,35 +397,12 @@ impl Backend for CudaBackend {
                 self.layout.n_disc
             )));
         }
-        let (_, _, fake) = self.rows(k);
-        let s = &self.setup;
-        let n = s.chunk;
-        let gpu = &self.gpu;
-        gpu.upload(v, &mut self.v32)?;
-        gpu.f32_to_f16(self.v32.ptr, self.v16.ptr, v.len())?;
-        let x = self.gen.output();
-        let (pg, pd) = (self.pg(), self.pd());
-        self.disc.jvp(gpu, pd, self.v16.ptr, x, None, fake)?;
-        let ddot =
-            self.disc.tangent().ok_or_else(|| Error::runtime("cuda backend: D's output has no tangent along v"))?;
-        let obj = objective_code(s.game.objective);
-        let two_eta = (2.0 * s.game.eta) as f32;
-        let (scale, inv_b) = (task.loss_scale, self.inv_b());
-        gpu.phase2_seeds(self.disc.output(), ddot, self.seed.ptr, self.seed_dot.ptr, k, n, obj, two_eta, inv_b, scale)?;
-        self.disc.jvp_backward(
-            gpu,
-            pd,
-            self.v16.ptr,
-            x,
-            None,
-            fake,
-            self.seed.ptr,
-            self.seed_dot.ptr,
-            self.xbar.ptr,
-            None,
-        )?;
-        let ggrads = GradOut { base: self.partials.at(self.layout.n_disc), stride: self.layout.stride() };
-        self.gen.backward(gpu, pg, self.z.ptr, fake, self.xbar.ptr, Some(ggrads), None)?;
-        self.finish(k, self.layout.gen(), scale, out)
+        self.gpu.upload(v, &mut self.v32)?;
+        self.enqueue_phase2(task.chunks.len(), self.v32.ptr)?;
+        self.gpu.download(&self.partials, out)
+    }
+
+    fn device_step(&mut self) -> Option<&mut dyn super::DeviceStep> {
+        Some(self)
     }
 }
