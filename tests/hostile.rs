@@ -46,7 +46,7 @@ fn join(version: u32, capacity: f64) -> proto::WorkerMessage {
 #[test]
 fn bad_sessions_are_refused_and_good_workers_still_train() {
     let cfg = tiny();
-    let (lb, lobby) = local::serve(&cfg, "127.0.0.1:0", None, local::PHASE_DEADLINE).unwrap();
+    let (lb, lobby) = local::serve(&cfg, "127.0.0.1:0", local::Access::default(), local::PHASE_DEADLINE).unwrap();
     let url = format!("http://{}", lb.addr);
 
     // Random bytes on the port: the connection dies, the server does not.

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod coordinator;
 pub mod local;
 pub mod remote;
+pub mod tls;
 pub mod validate;
 pub mod wire;
 pub mod worker;

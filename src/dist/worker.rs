@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc as tmpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::proto::{self, coordinator_client::CoordinatorClient, coordinator_message::Kind, worker_message};
 use super::{wire, PROTOCOL_VERSION};
@@ -19,18 +19,56 @@ use crate::f32le;
 use crate::gan::phases::PartialLayout;
 use crate::gan::trainer;
 
-/// Connects to `url` (e.g. `http://10.0.0.1:7070`).
+/// Connects to `url` (e.g. `http://10.0.0.1:7070`) in plaintext.
 pub async fn connect(url: &str) -> Result<Channel> {
-    let ep = Endpoint::from_shared(url.to_string())
+    connect_with(url, None).await
+}
+
+/// Connects to `url`, over TLS when `tls` is given (an `http://` URL is then
+/// dialed as `https://`); an `https://` URL without TLS is an input error.
+pub async fn connect_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel> {
+    let url = match (&tls, url.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => url.to_string(),
+    };
+    if tls.is_none() && url.starts_with("https://") {
+        return Err(Error::input(format!(
+            "--coordinator {url}: https needs --tls-ca FILE (the PEM of the CA or self-signed certificate of the \
+             coordinator's --tls-cert)"
+        )));
+    }
+    let mut ep = Endpoint::from_shared(url.clone())
         .map_err(|e| Error::input(format!("--coordinator {url}: not a valid URL ({e}); e.g. http://HOST:7070")))?
         .initial_stream_window_size(wire::WINDOW_BYTES)
         .initial_connection_window_size(wire::WINDOW_BYTES)
         .tcp_nodelay(true);
-    ep.connect().await.map_err(|e| Error::runtime(format!("cannot reach the coordinator at {url}: {e}")))
+    if let Some(t) = tls {
+        ep = ep.tls_config(t).map_err(|e| {
+            Error::input(format!(
+                "--tls-ca/--tls-domain: cannot set up TLS for {url} ({}); check --tls-domain (a DNS name in the \
+                 coordinator's certificate)",
+                super::tls::source_chain(&e)
+            ))
+        })?;
+    }
+    ep.connect()
+        .await
+        .map_err(|e| Error::runtime(format!("cannot reach the coordinator at {url}: {}", super::tls::source_chain(&e))))
 }
 
 /// Runs one session to its end: returns Ok when the coordinator closes it.
 pub async fn run_session(channel: Channel, choice: BackendChoice, token: Option<String>) -> Result<()> {
+    run_session_noting(channel, choice, token, &mut false).await
+}
+
+/// `run_session`, setting `joined` once the coordinator has welcomed this
+/// worker (a failure before that is a failure to reach the run at all).
+pub async fn run_session_noting(
+    channel: Channel,
+    choice: BackendChoice,
+    token: Option<String>,
+    joined: &mut bool,
+) -> Result<()> {
     let (out_tx, out_rx) = tmpsc::channel::<proto::WorkerMessage>(4);
     // The replica is built from the Welcome's config; describe ourselves with
     // what a CPU backend reports until then.
@@ -54,6 +92,7 @@ pub async fn run_session(channel: Channel, choice: BackendChoice, token: Option<
         Ok(_) => return Err(Error::runtime("the coordinator did not answer Join with Welcome")),
         Err(s) => return Err(refusal(s)),
     };
+    *joined = true;
     let replica = Replica::from_welcome(&welcome, choice)?;
     // The replica computes on its own thread; this task only moves messages.
     let (work_tx, work_rx) = mpsc::channel::<Kind>();
