@@ -21,6 +21,11 @@ pub fn decode(b: &[u8], out: &mut [f32], what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The index and value of the first non-finite float in `b` (whole floats only).
+pub fn first_non_finite(b: &[u8]) -> Option<(usize, f32)> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).enumerate().find(|(_, x)| !x.is_finite())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +37,8 @@ mod tests {
         decode(&encode(&v), &mut out, "t").unwrap();
         assert_eq!(v.map(f32::to_bits), out.map(f32::to_bits));
         assert!(decode(&[0u8; 15], &mut out, "t").unwrap_err().contains("15 bytes"));
+        assert_eq!(first_non_finite(&encode(&v)), None);
+        let got = first_non_finite(&encode(&[1.0, f32::INFINITY, f32::NAN])).unwrap();
+        assert_eq!((got.0, got.1.to_bits()), (1, f32::INFINITY.to_bits()));
     }
 }

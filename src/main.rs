@@ -92,6 +92,12 @@ enum Command {
         /// Seconds a worker may take for one phase before it is evicted.
         #[arg(long, default_value_t = 60)]
         phase_deadline: u64,
+        /// Serve TLS only, with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Cluster worker: dials the coordinator and computes its shards.
     Worker {
@@ -111,6 +117,12 @@ enum Command {
         /// Seconds to keep reconnecting when the coordinator is unreachable.
         #[arg(long, default_value_t = 600)]
         retry_for: u64,
+        /// Dial over TLS (https), trusting this CA or self-signed certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
+        /// The server name to verify (default: the host of --coordinator).
+        #[arg(long, value_name = "NAME", requires = "tls_ca")]
+        tls_domain: Option<String>,
         /// Serve Prometheus metrics on HOST:PORT.
         #[arg(long)]
         metrics_listen: Option<String>,
@@ -206,7 +218,16 @@ fn run(cli: Cli) -> Result<()> {
             let summary = train::run(&run.options(workers, backend, transport))?;
             println!("{summary}");
         }
-        Command::Coordinator { run, listen, min_workers, wait_seconds, token_file, phase_deadline } => {
+        Command::Coordinator {
+            run,
+            listen,
+            min_workers,
+            wait_seconds,
+            token_file,
+            phase_deadline,
+            tls_cert,
+            tls_key,
+        } => {
             serve_metrics(run.metrics_listen.clone())?;
             let o = cluster::CoordinatorOptions {
                 run: run.options(1, BackendSpec::cpu(), train::Transport::Grpc),
@@ -215,10 +236,22 @@ fn run(cli: Cli) -> Result<()> {
                 token_file,
                 wait: std::time::Duration::from_secs(wait_seconds),
                 phase_deadline: std::time::Duration::from_secs(phase_deadline),
+                tls_cert,
+                tls_key,
             };
             println!("{}", cluster::run_coordinator(&o)?);
         }
-        Command::Worker { coordinator, backend, device, token_file, threads, retry_for, metrics_listen } => {
+        Command::Worker {
+            coordinator,
+            backend,
+            device,
+            token_file,
+            threads,
+            retry_for,
+            metrics_listen,
+            tls_ca,
+            tls_domain,
+        } => {
             serve_metrics(metrics_listen)?;
             let o = cluster::WorkerOptions {
                 coordinator,
@@ -226,6 +259,8 @@ fn run(cli: Cli) -> Result<()> {
                 token_file,
                 threads,
                 retry_for: std::time::Duration::from_secs(retry_for),
+                tls_ca,
+                tls_domain,
             };
             cluster::run_worker(&o)?;
         }

@@ -46,7 +46,7 @@ fn join(version: u32, capacity: f64) -> proto::WorkerMessage {
 #[test]
 fn bad_sessions_are_refused_and_good_workers_still_train() {
     let cfg = tiny();
-    let (lb, lobby) = local::serve(&cfg, "127.0.0.1:0", None, local::PHASE_DEADLINE).unwrap();
+    let (lb, lobby) = local::serve(&cfg, "127.0.0.1:0", local::Access::default(), local::PHASE_DEADLINE).unwrap();
     let url = format!("http://{}", lb.addr);
 
     // Random bytes on the port: the connection dies, the server does not.
@@ -86,4 +86,186 @@ fn bad_sessions_are_refused_and_good_workers_still_train() {
         assert!(!t.step().unwrap().skipped);
     }
     assert_eq!(t.state.step, 5);
+}
+
+// ---------------------------------------------------------------------------
+// Bad results from a worker that has joined a coordinator process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use lockstep::checkpoint;
+use lockstep::dist::proto::coordinator_message::Kind;
+use lockstep::dist::worker::Replica;
+
+mod common;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lockstep"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn finish(c: Child) -> Output {
+    c.wait_with_output().unwrap()
+}
+
+fn params(dir: &Path) -> (Vec<u32>, Vec<u32>) {
+    let s = checkpoint::load(&checkpoint::latest(dir).unwrap()).unwrap().state;
+    (common::bits(&s.gen), common::bits(&s.disc))
+}
+
+/// `lockstep train` in process (no gRPC) for `steps` steps, into `d/local`.
+fn local_run(d: &Path, steps: &str) -> PathBuf {
+    let local = d.join("local");
+    let o = bin()
+        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps, "--out"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    local
+}
+
+fn coordinator(port: u16, steps: &str, out: &Path) -> Child {
+    bin()
+        .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps])
+        .args(["--min-workers", "1", "--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A worker speaking the proto directly: it joins, keeps a real replica (so
+/// its answers are right), and passes every answer through `spoil` before
+/// sending it.  Returns the status its session ended with (None: ended
+/// normally, training finished).
+async fn fake_worker(url: String, mut spoil: impl FnMut(&mut proto::PhaseResult)) -> Option<tonic::Status> {
+    let ch = connect_retrying(&url).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(join(PROTOCOL_VERSION, 1.0)).await.unwrap();
+    let mut client = CoordinatorClient::new(ch).max_decoding_message_size(64 << 20);
+    let mut inbound = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut replica = None;
+    loop {
+        let kind = match inbound.message().await {
+            Ok(Some(m)) => m.kind.expect("a message with a kind"),
+            Ok(None) => return None,
+            Err(s) => return Some(s),
+        };
+        match kind {
+            Kind::Welcome(w) => replica = Some(Replica::from_welcome(&w, BackendSpec::cpu()).unwrap()),
+            Kind::Params(p) => replica.as_mut().expect("Welcome first").set_params(&p).unwrap(),
+            Kind::Phase(req) => {
+                let mut r = replica.as_mut().expect("Welcome first").answer(&req);
+                spoil(&mut r);
+                let _ = tx.send(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(r)) }).await;
+            }
+        }
+    }
+}
+
+/// Connects to a coordinator that may still be starting (up to 60 s).
+async fn connect_retrying(url: &str) -> tonic::transport::Channel {
+    let started = std::time::Instant::now();
+    loop {
+        match worker::connect(url).await {
+            Ok(ch) => return ch,
+            Err(e) if started.elapsed() > Duration::from_secs(60) => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Sets float `i` of a result's partials to `x`.
+fn set_float(r: &mut proto::PhaseResult, i: usize, x: f32) {
+    r.partials[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
+}
+
+type Spoil = fn(&mut proto::PhaseResult);
+
+#[test]
+fn bad_results_get_a_status_and_the_run_ends_where_an_undisturbed_one_does() {
+    let d = common::tmp("hostile", "results");
+    let steps = "1500";
+    let local = local_run(&d, steps);
+    let port = free_port();
+    let run = d.join("cluster");
+    let coord = coordinator(port, steps, &run);
+    let good = bin()
+        .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for_step(&run, 100);
+
+    let cases: [(Spoil, tonic::Code, &[&str]); 4] = [
+        // A tensor of the wrong size.
+        (|r| r.partials.truncate(r.partials.len() - 40), tonic::Code::InvalidArgument, &["partials hold", "expected"]),
+        // An answer for the step before.
+        (|r| r.step -= 1, tonic::Code::FailedPrecondition, &["(stale), expected"]),
+        // A NaN gradient without the overflow flag.
+        (|r| set_float(r, 0, f32::NAN), tonic::Code::InvalidArgument, &["NaN at float 0", "without overflow set"]),
+        // 100 MiB: over the coordinator's message size limit.
+        (|r| r.partials = vec![0; 100 << 20], tonic::Code::OutOfRange, &["too large: found 10485", "the limit is"]),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (spoil, code, words) in cases {
+        let st = rt.block_on(fake_worker(format!("http://127.0.0.1:{port}"), spoil)).expect("a refusal");
+        assert_eq!(st.code(), code, "{st:?}");
+        for w in words {
+            assert!(st.message().contains(w), "{w:?} not in {st:?}");
+        }
+        assert!(common::latest_step(&run).unwrap() < 1500, "the run ended before every case was tried");
+    }
+
+    let c = finish(coord);
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "coordinator: {err}");
+    assert_eq!(err.matches("evicted worker").count(), 4, "{err}");
+    assert_eq!(err.matches(" refused: ").count(), 3, "{err}");
+    assert!(err.contains("cannot take your message"), "{err}");
+    let g = finish(good);
+    assert!(g.status.success(), "worker: {}", String::from_utf8_lossy(&g.stderr));
+    assert_eq!(params(&local), params(&run));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_declared_overflow_skips_the_step_and_keeps_the_worker() {
+    let d = common::tmp("hostile", "overflow");
+    let port = free_port();
+    let run = d.join("cluster");
+    let coord = coordinator(port, "40", &run);
+    let mut overflows = 0;
+    let spoil = |r: &mut proto::PhaseResult| {
+        // Phase 1 of step 20 overflows (as fp16 under loss scaling would);
+        // the replica then finds phase 2's v non-finite and flags it itself.
+        if r.step == 20 && r.phase == proto::Phase::One as i32 {
+            for i in 0..r.partials.len() / 4 {
+                set_float(r, i, f32::INFINITY);
+            }
+            r.overflow = true;
+        }
+        overflows += usize::from(r.overflow);
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ended = rt.block_on(fake_worker(format!("http://127.0.0.1:{port}"), spoil));
+    assert!(ended.is_none(), "the session ended with {ended:?}");
+    assert_eq!(overflows, 2, "phase 1 and phase 2 of step 20");
+    let c = finish(coord);
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "coordinator: {err}");
+    assert!(!err.contains("evicted"), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!(summary["skipped_steps"], 1, "{summary}");
+    assert_eq!(summary["workers"], 1, "{summary}");
+    let st = checkpoint::load(&checkpoint::latest(&run).unwrap()).unwrap().state;
+    assert_eq!((st.step, st.skipped), (40, 1));
+    std::fs::remove_dir_all(&d).unwrap();
 }

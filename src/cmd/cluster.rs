@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::train::{self, Summary, TrainOptions};
 use crate::backend::BackendSpec;
-use crate::dist::{auth, local, worker};
+use crate::dist::{auth, local, tls, worker};
 use crate::error::{Error, Result};
 
 pub struct CoordinatorOptions {
@@ -19,6 +19,19 @@ pub struct CoordinatorOptions {
     pub wait: Duration,
     /// How long a worker may take for one phase before it is evicted.
     pub phase_deadline: Duration,
+    /// TLS: the certificate chain and its private key (PEM); plaintext without.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The coordinator's TLS, when both files are given.
+fn server_tls(o: &CoordinatorOptions) -> Result<Option<tonic::transport::ServerTlsConfig>> {
+    match (&o.tls_cert, &o.tls_key) {
+        (Some(c), Some(k)) => Ok(Some(tls::server_config(c, k)?)),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::input("--tls-cert needs --tls-key FILE (the certificate's private key, PEM)")),
+        (None, Some(_)) => Err(Error::input("--tls-key needs --tls-cert FILE (the certificate chain, PEM)")),
+    }
 }
 
 pub fn run_coordinator(o: &CoordinatorOptions) -> Result<Summary> {
@@ -29,6 +42,7 @@ pub fn run_coordinator(o: &CoordinatorOptions) -> Result<Summary> {
         return Err(Error::input("the coordinator needs --out DIR (where checkpoints and metrics go)"));
     }
     let token = o.token_file.as_deref().map(auth::read_token).transpose()?;
+    let tls = server_tls(o)?;
     let addr = o
         .listen
         .to_socket_addrs()
@@ -41,8 +55,9 @@ pub fn run_coordinator(o: &CoordinatorOptions) -> Result<Summary> {
     if o.phase_deadline.is_zero() {
         return Err(Error::input("--phase-deadline must be at least 1 second"));
     }
-    let (server, lobby) = local::serve(&p.cfg, &o.listen, token, o.phase_deadline)?;
-    eprintln!("lockstep: coordinator listening on {}; waiting for {} worker(s)", server.addr, o.min_workers);
+    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+    let (server, lobby) = local::serve(&p.cfg, &o.listen, local::Access { token, tls }, o.phase_deadline)?;
+    eprintln!("lockstep: coordinator listening on {} ({scheme}); waiting for {} worker(s)", server.addr, o.min_workers);
     let workers = lobby.wait_for(o.min_workers, o.wait)?;
     let workers = workers.into_iter().map(|w| Box::new(w) as Box<dyn crate::backend::Backend>).collect();
     let joiner = Box::new(move || {
@@ -60,6 +75,9 @@ pub struct WorkerOptions {
     pub threads: usize,
     /// How long to keep trying to reach the coordinator after the last session.
     pub retry_for: Duration,
+    /// TLS: the certificate to trust (PEM) and the server name to verify.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_domain: Option<String>,
 }
 
 /// Serves sessions until the coordinator ends one normally (training done),
@@ -67,6 +85,13 @@ pub struct WorkerOptions {
 pub fn run_worker(o: &WorkerOptions) -> Result<()> {
     super::set_threads(o.threads)?;
     let token = o.token_file.as_deref().map(auth::read_token).transpose()?;
+    let tls = match (&o.tls_ca, &o.tls_domain) {
+        (Some(ca), d) => Some(tls::client_config(ca, d.as_deref())?),
+        (None, Some(_)) => {
+            return Err(Error::input("--tls-domain needs --tls-ca FILE (the certificate to trust, PEM)"))
+        }
+        (None, None) => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -75,17 +100,26 @@ pub fn run_worker(o: &WorkerOptions) -> Result<()> {
     let mut backoff = Duration::from_secs(1);
     let mut failing_since: Option<Instant> = None;
     loop {
-        let mut connected = false;
+        let (mut connected, mut joined) = (false, false);
         let r = rt.block_on(async {
-            let ch = worker::connect(&o.coordinator).await?;
+            let ch = worker::connect_with(&o.coordinator, tls.clone()).await?;
             connected = true;
             eprintln!("lockstep: worker connected to {}", o.coordinator);
-            worker::run_session(ch, o.backend, token.clone()).await
+            worker::run_session_noting(ch, o.backend, token.clone(), &mut joined).await
         });
-        if connected {
+        // Only a session that joined resets the retries: a coordinator that
+        // accepts connections but never welcomes this worker is given up on.
+        if joined {
             failing_since = None;
             backoff = Duration::from_secs(1);
         }
+        let r = match r {
+            // Connected but not welcomed, in plaintext: a TLS coordinator looks like this.
+            Err(Error::Runtime(m)) if connected && !joined && tls.is_none() => Err(Error::runtime(format!(
+                "{m} (if the coordinator serves TLS, started with --tls-cert, give this worker --tls-ca FILE)"
+            ))),
+            r => r,
+        };
         match r {
             Ok(()) => {
                 eprintln!("lockstep: the coordinator closed the session (training finished); worker exits");

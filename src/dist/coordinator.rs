@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc as tmpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::proto::{self, coordinator_message, worker_message};
 use super::remote::RemoteWorker;
@@ -129,25 +129,48 @@ impl proto::coordinator_server::Coordinator for CoordinatorService {
             .await
             .map_err(|_| Status::unavailable("session closed"))?;
         let (res_tx, res_rx) = mpsc::channel();
-        tokio::spawn(async move {
-            loop {
-                let why = match inbound.message().await {
-                    Ok(Some(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(r)) })) => {
-                        if res_tx.send(Ok(r)).is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    Ok(Some(_)) => "sent a message other than PhaseResult after joining".to_string(),
-                    Ok(None) => "closed its session".to_string(),
-                    Err(s) => format!("session failed: {}", s.message()),
-                };
-                let _ = res_tx.send(Err(why));
-                return;
-            }
-        });
+        tokio::spawn(read_results(inbound, res_tx, tx.downgrade()));
         eprintln!("lockstep: worker {id} joined ({}, {}, capacity {})", join.backend, join.device, join.capacity);
         self.lobby.add(RemoteWorker::new(id, &join, tx, res_rx, self.layout, self.deadline));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Hands a session's results to its `RemoteWorker` until the stream ends.  A
+/// message that breaks the protocol (not a PhaseResult, or over the size
+/// limit) ends the session: the worker gets a status saying why, before the
+/// stream is dropped, and the `RemoteWorker` the same status as an error.
+async fn read_results(
+    mut inbound: Streaming<proto::WorkerMessage>,
+    results: mpsc::Sender<std::result::Result<proto::PhaseResult, Status>>,
+    outbound: tmpsc::WeakSender<std::result::Result<proto::CoordinatorMessage, Status>>,
+) {
+    let refusal = loop {
+        match inbound.message().await {
+            Ok(Some(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(r)) })) => {
+                if results.send(Ok(r)).is_err() {
+                    return;
+                }
+            }
+            Ok(Some(_)) => {
+                break Status::invalid_argument("after Join a worker sends only PhaseResult messages; got another kind")
+            }
+            Ok(None) => {
+                let _ = results.send(Err(Status::cancelled("closed its session")));
+                return;
+            }
+            // Too large, or not a message at all: the worker's fault.
+            Err(s) if matches!(s.code(), Code::OutOfRange | Code::Internal | Code::InvalidArgument) => {
+                break Status::new(s.code(), format!("the coordinator cannot take your message: {}", s.message()))
+            }
+            Err(s) => {
+                let _ = results.send(Err(Status::new(s.code(), format!("session failed: {}", s.message()))));
+                return;
+            }
+        }
+    };
+    if let Some(tx) = outbound.upgrade() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(Err(refusal.clone()))).await;
+    }
+    let _ = results.send(Err(refusal));
 }

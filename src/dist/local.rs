@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 
 use super::coordinator::{CoordinatorService, Lobby};
 use super::proto::coordinator_server::CoordinatorServer;
@@ -42,10 +42,19 @@ impl Drop for Loopback {
     }
 }
 
-/// Starts the coordinator's service on `listen` (a token, when given, is
-/// required of every worker); returns the runtime serving it, the bound
-/// address and the lobby where joined workers wait.
-pub fn serve(cfg: &Config, listen: &str, token: Option<String>, deadline: Duration) -> Result<(Loopback, Arc<Lobby>)> {
+/// How the coordinator's service lets workers in.
+#[derive(Default, Clone)]
+pub struct Access {
+    /// A token every worker must present.
+    pub token: Option<String>,
+    /// TLS (the coordinator's certificate and key); plaintext when None.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// Starts the coordinator's service on `listen`, letting workers in as
+/// `access` says; returns the runtime serving it, the bound address and the
+/// lobby where joined workers wait.
+pub fn serve(cfg: &Config, listen: &str, access: Access, deadline: Duration) -> Result<(Loopback, Arc<Lobby>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lockstep-grpc")
@@ -62,8 +71,14 @@ pub fn serve(cfg: &Config, listen: &str, token: Option<String>, deadline: Durati
     let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), layout, deadline);
     let max = wire::max_message_bytes(cfg);
     let service = CoordinatorServer::new(svc).max_decoding_message_size(max).max_encoding_message_size(max);
-    let service = tonic::service::interceptor::InterceptedService::new(service, super::auth::Check::new(token));
-    let server = Server::builder()
+    let service = tonic::service::interceptor::InterceptedService::new(service, super::auth::Check::new(access.token));
+    let mut builder = Server::builder();
+    if let Some(tls) = access.tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::runtime(format!("cannot set up TLS: {}", super::tls::source_chain(&e))))?;
+    }
+    let server = builder
         .initial_stream_window_size(wire::WINDOW_BYTES)
         .initial_connection_window_size(wire::WINDOW_BYTES)
         .add_service(service)
@@ -81,7 +96,7 @@ pub fn serve(cfg: &Config, listen: &str, token: Option<String>, deadline: Durati
 /// Starts the service on loopback and `n` workers in this process; returns
 /// them once all have joined.
 pub fn start(cfg: &Config, n: usize, choice: BackendSpec) -> Result<(Loopback, Vec<Box<dyn Backend>>)> {
-    let (lb, lobby) = serve(cfg, "127.0.0.1:0", None, PHASE_DEADLINE)?;
+    let (lb, lobby) = serve(cfg, "127.0.0.1:0", Access::default(), PHASE_DEADLINE)?;
     let url = format!("http://{}", lb.addr);
     for _ in 0..n {
         let url = url.clone();

@@ -7,6 +7,8 @@ pub mod auth;
 pub mod coordinator;
 pub mod local;
 pub mod remote;
+pub mod tls;
+pub mod validate;
 pub mod wire;
 pub mod worker;
 
@@ -16,4 +18,4 @@ pub mod proto {
 }
 
 /// Bumped whenever the messages change meaning; a worker of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -3,12 +3,13 @@
 //! each phase waits, up to a deadline, for the worker's result.
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc as tmpsc;
 use tonic::Status;
 
 use super::proto::{self, coordinator_message::Kind};
+use super::validate::{self, Verdict};
 use super::wire;
 use crate::backend::{Backend, Draw, ShardTask};
 use crate::error::{Error, Result};
@@ -17,8 +18,9 @@ use crate::gan::phases::PartialLayout;
 
 pub type Outbound = tmpsc::Sender<std::result::Result<proto::CoordinatorMessage, Status>>;
 
-/// What the session's reader hands over: a result, or why the stream ended.
-pub type Inbound = mpsc::Receiver<std::result::Result<proto::PhaseResult, String>>;
+/// What the session's reader hands over: a result, or why the stream ended
+/// (a status the worker has already been sent, where it broke the protocol).
+pub type Inbound = mpsc::Receiver<std::result::Result<proto::PhaseResult, Status>>;
 
 pub struct RemoteWorker {
     pub id: u32,
@@ -71,62 +73,83 @@ impl RemoteWorker {
         })
     }
 
-    /// Sends one phase request and writes the result into `out`.
+    /// Sends one phase request and writes the result into `out`.  A result
+    /// that does not fit the request is refused: the worker gets the status
+    /// on its stream, nothing of it is used, and the error evicts the worker.
     fn phase(&mut self, req: proto::PhaseRequest, out: &mut [f32]) -> Result<()> {
-        let (id, step, phase) = (req.request_id, req.step, req.phase);
-        let cols = wire::result_columns(&self.layout, phase == proto::Phase::Two as i32, req.with_gen_grad);
-        let stride = self.layout.stride();
+        let want = validate::Expected::of(&req, &self.layout);
+        let cols = wire::result_columns(&self.layout, req.phase == proto::Phase::Two as i32, req.with_gen_grad);
         self.bytes_sent.increment(req.v.len() as u64 + 64);
         self.send(Kind::Phase(req))?;
-        let started = Instant::now();
-        let res = loop {
-            let left = self.deadline.saturating_sub(started.elapsed());
-            let r = match self.rx.recv_timeout(left) {
-                Ok(Ok(r)) => r,
-                Ok(Err(why)) => return Err(Error::runtime(format!("worker {}: {why}", self.id))),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(Error::runtime(format!(
-                        "worker {} ({}) missed the {:.0} s deadline of step {step}, phase {phase}",
-                        self.id,
-                        self.device,
-                        self.deadline.as_secs_f64()
-                    )))
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::runtime(format!("worker {}: its session has closed", self.id)))
-                }
-            };
-            if r.request_id == id {
-                break r;
-            }
-            // A late answer to an earlier request: drop it.
-        };
-        if !res.error.is_empty() {
-            return Err(Error::runtime(format!("worker {} failed step {step}: {}", self.id, res.error)));
-        }
-        if res.step != step || res.phase != phase {
-            return Err(Error::runtime(format!(
-                "worker {}: answered step {} phase {} to a request for step {step} phase {phase}",
-                self.id, res.step, res.phase
-            )));
-        }
+        let res = self.receive(&want)?;
         self.bytes_received.increment(res.partials.len() as u64 + 64);
-        self.last_compute_seconds = res.compute_seconds;
-        let what = format!("worker {} step {step} partial sums", self.id);
-        let bad = |m: String| Error::runtime(m);
+        match validate::validate_result(&res, &want) {
+            Err(st) => Err(self.refuse(st)),
+            Ok(Verdict::Failed(why)) => {
+                Err(Error::runtime(format!("worker {} failed step {}: {why}", self.id, want.step)))
+            }
+            Ok(Verdict::Overflow) => {
+                self.last_compute_seconds = res.compute_seconds;
+                // +inf in every row: the trainer's non-finite check skips the step everywhere.
+                fill_columns(out, self.layout.stride(), &cols, f32::INFINITY);
+                Ok(())
+            }
+            Ok(Verdict::Values) => {
+                self.last_compute_seconds = res.compute_seconds;
+                self.unpack(&res, out, &cols)
+            }
+        }
+    }
+
+    /// Waits, up to the deadline, for the next result (or why the session ended).
+    fn receive(&mut self, want: &validate::Expected) -> Result<proto::PhaseResult> {
+        match self.rx.recv_timeout(self.deadline) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(st)) => Err(Error::runtime(format!("worker {}: {}", self.id, st.message()))),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::runtime(format!(
+                "worker {} ({}) missed the {:.0} s deadline of step {}, phase {}",
+                self.id,
+                self.device,
+                self.deadline.as_secs_f64(),
+                want.step,
+                want.phase
+            ))),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(Error::runtime(format!("worker {}: its session has closed", self.id)))
+            }
+        }
+    }
+
+    /// Ends the worker's session with `st` (best effort: a worker that does
+    /// not read its stream only sees the session close) and says why.
+    fn refuse(&self, st: Status) -> Error {
+        let msg = format!("worker {} refused: {}", self.id, st.message());
+        let _ = self.tx.try_send(Err(st));
+        Error::runtime(msg)
+    }
+
+    /// Writes a validated result's columns into `out`.
+    fn unpack(&self, res: &proto::PhaseResult, out: &mut [f32], cols: &[std::ops::Range<usize>]) -> Result<()> {
+        let stride = self.layout.stride();
+        let what = format!("worker {} step {} partial sums", self.id, res.step);
         if res.folded {
             // One row: the shard's rows already added in chunk order.  The
             // other rows become -0.0, which leaves every sum unchanged.
-            wire::unpack_columns(&res.partials, &mut out[..stride], stride, &cols, &what).map_err(bad)?;
-            for r in out[stride..].chunks_exact_mut(stride) {
-                for c in &cols {
-                    r[c.clone()].fill(-0.0);
-                }
-            }
+            wire::unpack_columns(&res.partials, &mut out[..stride], stride, cols, &what).map_err(Error::runtime)?;
+            fill_columns(&mut out[stride..], stride, cols, -0.0);
+            Ok(())
         } else {
-            wire::unpack_columns(&res.partials, out, stride, &cols, &what).map_err(bad)?;
+            wire::unpack_columns(&res.partials, out, stride, cols, &what).map_err(Error::runtime)
         }
-        Ok(())
+    }
+}
+
+/// Sets `cols` of every row (`stride` floats each) to `x`.
+fn fill_columns(rows: &mut [f32], stride: usize, cols: &[std::ops::Range<usize>], x: f32) {
+    for r in rows.chunks_exact_mut(stride) {
+        for c in cols {
+            r[c.clone()].fill(x);
+        }
     }
 }
 

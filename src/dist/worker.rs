@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc as tmpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::proto::{self, coordinator_client::CoordinatorClient, coordinator_message::Kind, worker_message};
 use super::{wire, PROTOCOL_VERSION};
@@ -19,18 +19,56 @@ use crate::f32le;
 use crate::gan::phases::PartialLayout;
 use crate::gan::trainer;
 
-/// Connects to `url` (e.g. `http://10.0.0.1:7070`).
+/// Connects to `url` (e.g. `http://10.0.0.1:7070`) in plaintext.
 pub async fn connect(url: &str) -> Result<Channel> {
-    let ep = Endpoint::from_shared(url.to_string())
+    connect_with(url, None).await
+}
+
+/// Connects to `url`, over TLS when `tls` is given (an `http://` URL is then
+/// dialed as `https://`); an `https://` URL without TLS is an input error.
+pub async fn connect_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel> {
+    let url = match (&tls, url.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => url.to_string(),
+    };
+    if tls.is_none() && url.starts_with("https://") {
+        return Err(Error::input(format!(
+            "--coordinator {url}: https needs --tls-ca FILE (the PEM of the CA or self-signed certificate of the \
+             coordinator's --tls-cert)"
+        )));
+    }
+    let mut ep = Endpoint::from_shared(url.clone())
         .map_err(|e| Error::input(format!("--coordinator {url}: not a valid URL ({e}); e.g. http://HOST:7070")))?
         .initial_stream_window_size(wire::WINDOW_BYTES)
         .initial_connection_window_size(wire::WINDOW_BYTES)
         .tcp_nodelay(true);
-    ep.connect().await.map_err(|e| Error::runtime(format!("cannot reach the coordinator at {url}: {e}")))
+    if let Some(t) = tls {
+        ep = ep.tls_config(t).map_err(|e| {
+            Error::input(format!(
+                "--tls-ca/--tls-domain: cannot set up TLS for {url} ({}); check --tls-domain (a DNS name in the \
+                 coordinator's certificate)",
+                super::tls::source_chain(&e)
+            ))
+        })?;
+    }
+    ep.connect()
+        .await
+        .map_err(|e| Error::runtime(format!("cannot reach the coordinator at {url}: {}", super::tls::source_chain(&e))))
 }
 
 /// Runs one session to its end: returns Ok when the coordinator closes it.
 pub async fn run_session(channel: Channel, choice: BackendSpec, token: Option<String>) -> Result<()> {
+    run_session_noting(channel, choice, token, &mut false).await
+}
+
+/// `run_session`, setting `joined` once the coordinator has welcomed this
+/// worker (a failure before that is a failure to reach the run at all).
+pub async fn run_session_noting(
+    channel: Channel,
+    choice: BackendSpec,
+    token: Option<String>,
+    joined: &mut bool,
+) -> Result<()> {
     let (out_tx, out_rx) = tmpsc::channel::<proto::WorkerMessage>(4);
     // The replica is built from the Welcome's config; the Join describes it beforehand.
     let (name, device, capacity) = backend::describe(choice)?;
@@ -48,14 +86,12 @@ pub async fn run_session(channel: Channel, choice: BackendSpec, token: Option<St
         Ok(_) => return Err(Error::runtime("the coordinator did not answer Join with Welcome")),
         Err(s) => return Err(refusal(s)),
     };
-    let cfg = Config::from_toml_str(&welcome.config_toml, "the coordinator's config", &[])?;
-    let setup = trainer::setup(&cfg);
-    let be = backend::create(choice, &setup)?;
-    let layout = setup.game.layout();
+    *joined = true;
+    let replica = Replica::from_welcome(&welcome, choice)?;
     // The replica computes on its own thread; this task only moves messages.
     let (work_tx, work_rx) = mpsc::channel::<Kind>();
     let id = welcome.worker_id;
-    let compute = std::thread::spawn(move || serve(be, layout, id, work_rx, out_tx));
+    let compute = std::thread::spawn(move || serve(replica, id, work_rx, out_tx));
     let end = loop {
         match inbound.message().await {
             Ok(Some(proto::CoordinatorMessage { kind: Some(k) })) => {
@@ -65,7 +101,7 @@ pub async fn run_session(channel: Channel, choice: BackendSpec, token: Option<St
             }
             Ok(Some(_)) => continue,
             Ok(None) => break Ok(()),
-            Err(s) => break Err(Error::runtime(format!("session with the coordinator failed: {}", s.message()))),
+            Err(s) => break Err(ended(s)),
         }
     };
     drop(work_tx);
@@ -73,56 +109,86 @@ pub async fn run_session(channel: Channel, choice: BackendSpec, token: Option<St
     end.and(served)
 }
 
-/// A refusal the worker cannot cure by trying again (a wrong token, another
-/// protocol version) is an input error; anything else may pass.
+/// Whether a status refuses something this worker sent, which trying again
+/// cannot cure (a wrong token, another protocol version, a result that does
+/// not fit): the worker then stops rather than reconnects.
+fn is_refusal(s: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(s.code(), Unauthenticated | FailedPrecondition | InvalidArgument | OutOfRange)
+}
+
+/// The coordinator's answer to Join, when it is not a Welcome.
 fn refusal(s: tonic::Status) -> Error {
-    let msg = format!("the coordinator refused the session: {}", s.message());
-    match s.code() {
-        tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-            Error::input(msg)
-        }
-        _ => Error::runtime(msg),
+    if is_refusal(&s) {
+        Error::input(format!("the coordinator refused the session: {}", s.message()))
+    } else {
+        Error::runtime(format!("the session with the coordinator failed before joining: {}", s.message()))
     }
 }
 
-/// Answers phase requests until the session ends.
-fn serve(
-    mut be: Box<dyn Backend>,
+/// A status that ended a session after joining: a refusal of this worker's
+/// result (printed, and the worker stops) or a failure (it reconnects).
+fn ended(s: tonic::Status) -> Error {
+    if is_refusal(&s) {
+        Error::input(format!(
+            "the coordinator refused this worker's result and ended the session ({:?}): {}; \
+             this worker's results do not fit the run (a bug or a faulty device), so it stops",
+            s.code(),
+            s.message()
+        ))
+    } else {
+        Error::runtime(format!("session with the coordinator failed: {}", s.message()))
+    }
+}
+
+/// A worker's replica of both networks and the buffers it answers from.
+pub struct Replica {
+    be: Box<dyn Backend>,
     layout: PartialLayout,
-    id: u32,
-    rx: mpsc::Receiver<Kind>,
-    tx: tmpsc::Sender<proto::WorkerMessage>,
-) -> Result<()> {
-    let stride = layout.stride();
-    let mut rows: Vec<f32> = Vec::new();
-    let name = crate::telemetry::names::WORKER_COMPUTE;
-    let compute = [
-        metrics::histogram!(name, "worker" => id.to_string(), "phase" => "one"),
-        metrics::histogram!(name, "worker" => id.to_string(), "phase" => "two"),
-    ];
-    let mut gen = vec![0.0f32; layout.n_gen];
-    let mut disc = vec![0.0f32; layout.n_disc];
-    let mut v = vec![0.0f32; layout.n_disc];
-    while let Ok(k) = rx.recv() {
-        let req = match k {
-            Kind::Params(p) => {
-                let ok = f32le::decode(&p.generator, &mut gen, "generator")
-                    .and_then(|_| f32le::decode(&p.discriminator, &mut disc, "discriminator"));
-                match ok {
-                    Ok(()) => be.set_params(&gen, &disc)?,
-                    Err(m) => return Err(Error::runtime(format!("bad parameters from the coordinator: {m}"))),
-                }
-                continue;
-            }
-            Kind::Phase(r) => r,
-            Kind::Welcome(_) => continue,
-        };
+    rows: Vec<f32>,
+    gen: Vec<f32>,
+    disc: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Replica {
+    /// The replica the coordinator's config describes, on the backend asked for.
+    pub fn from_welcome(welcome: &proto::Welcome, choice: BackendSpec) -> Result<Replica> {
+        let cfg = Config::from_toml_str(&welcome.config_toml, "the coordinator's config", &[])?;
+        let setup = trainer::setup(&cfg);
+        let layout = setup.game.layout();
+        let be = backend::create(choice, &setup)?;
+        Ok(Replica {
+            be,
+            rows: Vec::new(),
+            gen: vec![0.0; layout.n_gen],
+            disc: vec![0.0; layout.n_disc],
+            v: vec![0.0; layout.n_disc],
+            layout,
+        })
+    }
+
+    /// Takes the parameters after an optimizer step.
+    pub fn set_params(&mut self, p: &proto::Params) -> Result<()> {
+        f32le::decode(&p.generator, &mut self.gen, "generator")
+            .and_then(|_| f32le::decode(&p.discriminator, &mut self.disc, "discriminator"))
+            .map_err(|m| Error::runtime(format!("bad parameters from the coordinator: {m}")))?;
+        self.be.set_params(&self.gen, &self.disc)
+    }
+
+    /// Computes the answer to one phase request: the shard's partial sums
+    /// (folded into one row when the shard starts at chunk 0), `overflow`
+    /// set when any is non-finite, or the error that stopped it.
+    pub fn answer(&mut self, req: &proto::PhaseRequest) -> proto::PhaseResult {
         let started = Instant::now();
-        let chunks = req.first_chunk as usize..(req.first_chunk + req.chunks) as usize;
-        rows.resize(chunks.len() * stride, 0.0);
+        let stride = self.layout.stride();
+        let chunks = req.first_chunk as usize..req.first_chunk as usize + req.chunks as usize;
+        self.rows.resize(chunks.len() * stride, 0.0);
         let phase_two = req.phase == proto::Phase::Two as i32;
         let done = if phase_two {
-            f32le::decode(&req.v, &mut v, "v").map_err(Error::runtime).and_then(|_| be.phase2(&v, &mut rows))
+            f32le::decode(&req.v, &mut self.v, "v")
+                .map_err(Error::runtime)
+                .and_then(|_| self.be.phase2(&self.v, &mut self.rows))
         } else {
             let draw = if req.draw == proto::Draw::Second as i32 { Draw::Second } else { Draw::First };
             let task = ShardTask {
@@ -133,42 +199,81 @@ fn serve(
                 loss_scale: req.loss_scale,
             };
             if req.loss_scale.is_finite() && req.loss_scale > 0.0 {
-                be.phase1(&task, &mut rows)
+                self.be.phase1(&task, &mut self.rows)
             } else {
                 Err(Error::runtime(format!("loss scale {} is not a positive number", req.loss_scale)))
             }
         };
-        let compute_seconds = started.elapsed().as_secs_f64();
-        compute[usize::from(phase_two)].record(compute_seconds);
-        let folded = chunks.start == 0;
-        let result = match done {
-            Ok(()) => proto::PhaseResult {
-                request_id: req.request_id,
-                step: req.step,
-                phase: req.phase,
-                partials: {
-                    let cols = wire::result_columns(&layout, phase_two, req.with_gen_grad);
-                    if folded {
-                        wire::pack_columns(&wire::fold_rows(&rows, stride), stride, &cols)
-                    } else {
-                        wire::pack_columns(&rows, stride, &cols)
-                    }
-                },
-                folded,
-                compute_seconds,
-                error: String::new(),
-            },
-            Err(e) => proto::PhaseResult {
-                request_id: req.request_id,
-                step: req.step,
-                phase: req.phase,
-                error: e.to_string(),
-                ..Default::default()
-            },
+        let mut result = proto::PhaseResult {
+            request_id: req.request_id,
+            step: req.step,
+            phase: req.phase,
+            compute_seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
         };
+        match done {
+            Ok(()) => {
+                let cols = wire::result_columns(&self.layout, phase_two, req.with_gen_grad);
+                result.folded = chunks.start == 0;
+                result.partials = if result.folded {
+                    wire::pack_columns(&wire::fold_rows(&self.rows, stride), stride, &cols)
+                } else {
+                    wire::pack_columns(&self.rows, stride, &cols)
+                };
+                result.overflow = f32le::first_non_finite(&result.partials).is_some();
+            }
+            Err(e) => result.error = e.to_string(),
+        }
+        result
+    }
+}
+
+/// Answers phase requests until the session ends.
+fn serve(
+    mut replica: Replica,
+    id: u32,
+    rx: mpsc::Receiver<Kind>,
+    tx: tmpsc::Sender<proto::WorkerMessage>,
+) -> Result<()> {
+    let name = crate::telemetry::names::WORKER_COMPUTE;
+    let compute = [
+        metrics::histogram!(name, "worker" => id.to_string(), "phase" => "one"),
+        metrics::histogram!(name, "worker" => id.to_string(), "phase" => "two"),
+    ];
+    while let Ok(k) = rx.recv() {
+        let req = match k {
+            Kind::Params(p) => {
+                replica.set_params(&p)?;
+                continue;
+            }
+            Kind::Phase(r) => r,
+            Kind::Welcome(_) => continue,
+        };
+        let result = replica.answer(&req);
+        compute[usize::from(req.phase == proto::Phase::Two as i32)].record(result.compute_seconds);
         if tx.blocking_send(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(result)) }).is_err() {
             break;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_result_stops_the_worker_and_a_failure_lets_it_reconnect() {
+        let st = tonic::Status::invalid_argument("PhaseResult for step 3 phase 1: partials hold 8 bytes, expected 12");
+        let e = ended(st);
+        assert_eq!(e.exit_code(), 2);
+        let m = e.to_string();
+        assert!(m.contains("refused this worker's result") && m.contains("InvalidArgument"), "{m}");
+        assert!(m.contains("partials hold 8 bytes, expected 12"), "{m}");
+        assert!(matches!(ended(tonic::Status::out_of_range("too large")), Error::Input(_)));
+        let lost = ended(tonic::Status::unavailable("connection reset"));
+        assert!(matches!(lost, Error::Runtime(_)), "{lost}");
+        assert!(matches!(refusal(tonic::Status::unauthenticated("token")), Error::Input(_)));
+        assert!(matches!(refusal(tonic::Status::cancelled("gone")), Error::Runtime(_)));
+    }
 }

@@ -1,0 +1,268 @@
+//! The checks every PhaseResult passes before anything of it is used: it
+//! must answer the outstanding request (request id, step, phase), hold
+//! exactly the bytes the layout and the shard require, and hold finite
+//! values unless the worker declares an overflow.  A result that fails is
+//! refused with a gRPC status naming the field, the expected and the
+//! received value.
+
+use tonic::Status;
+
+use super::proto;
+use super::wire;
+use crate::gan::phases::PartialLayout;
+
+/// What the outstanding request lets a result be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub request_id: u64,
+    pub step: u64,
+    /// `proto::Phase` as sent.
+    pub phase: i32,
+    pub first_chunk: u32,
+    pub chunks: u32,
+    /// Floats per row of the result (the phase's columns).
+    pub width: usize,
+}
+
+impl Expected {
+    /// What a result to `req` must look like, for a replica of `layout`.
+    pub fn of(req: &proto::PhaseRequest, layout: &PartialLayout) -> Expected {
+        let phase_two = req.phase == proto::Phase::Two as i32;
+        let width = wire::result_columns(layout, phase_two, req.with_gen_grad).iter().map(|c| c.len()).sum();
+        Expected {
+            request_id: req.request_id,
+            step: req.step,
+            phase: req.phase,
+            first_chunk: req.first_chunk,
+            chunks: req.chunks,
+            width,
+        }
+    }
+}
+
+/// What a valid result says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Finite partial sums of the right size: use them.
+    Values,
+    /// The worker's values overflowed: the step is skipped everywhere.
+    Overflow,
+    /// The worker could not compute the phase (its own words, shortened).
+    Failed(String),
+}
+
+/// The longest worker-supplied error text passed on to logs.
+const MAX_ERROR_CHARS: usize = 500;
+
+/// Checks `res` against the outstanding request; the status of a refusal
+/// names the field, the expected and the received value.
+pub fn validate_result(res: &proto::PhaseResult, want: &Expected) -> Result<Verdict, Status> {
+    check_ids(res, want)?;
+    if !res.error.is_empty() {
+        return Ok(Verdict::Failed(res.error.chars().take(MAX_ERROR_CHARS).collect()));
+    }
+    check_size(res, want)?;
+    if !(res.compute_seconds.is_finite() && res.compute_seconds >= 0.0) {
+        return Err(Status::invalid_argument(format!(
+            "{}: compute_seconds is {}, expected a finite number of seconds >= 0",
+            what(want),
+            res.compute_seconds
+        )));
+    }
+    if res.overflow {
+        return Ok(Verdict::Overflow);
+    }
+    check_finite(res, want)?;
+    Ok(Verdict::Values)
+}
+
+/// "PhaseResult for step 12 phase 1", for messages.
+fn what(want: &Expected) -> String {
+    format!("PhaseResult for step {} phase {}", want.step, want.phase)
+}
+
+/// The result answers the outstanding request: a stale or future step, an
+/// earlier request or another phase is refused.
+fn check_ids(res: &proto::PhaseResult, want: &Expected) -> Result<(), Status> {
+    if res.request_id != want.request_id {
+        return Err(Status::failed_precondition(format!(
+            "{}: request_id is {}, expected {} (the outstanding request)",
+            what(want),
+            res.request_id,
+            want.request_id
+        )));
+    }
+    if res.step != want.step {
+        let age = if res.step < want.step { "stale" } else { "future" };
+        return Err(Status::failed_precondition(format!(
+            "{}: step is {} ({age}), expected {}",
+            what(want),
+            res.step,
+            want.step
+        )));
+    }
+    if res.phase != want.phase {
+        return Err(Status::failed_precondition(format!(
+            "{}: phase is {}, expected {}",
+            what(want),
+            res.phase,
+            want.phase
+        )));
+    }
+    Ok(())
+}
+
+/// The partials hold exactly one row per chunk, or one row when folded
+/// (allowed only for a shard that starts at chunk 0: only there does
+/// folding leave the chunk-order sums unchanged).
+fn check_size(res: &proto::PhaseResult, want: &Expected) -> Result<(), Status> {
+    if res.folded && want.first_chunk != 0 {
+        return Err(Status::invalid_argument(format!(
+            "{}: folded is set but the shard starts at chunk {}; only a shard starting at chunk 0 may fold its rows",
+            what(want),
+            want.first_chunk
+        )));
+    }
+    let len = res.partials.len();
+    if len % 4 != 0 {
+        return Err(Status::invalid_argument(format!(
+            "{}: partials hold {len} bytes, not a multiple of 4 (little-endian f32)",
+            what(want)
+        )));
+    }
+    let (rows, shape) = if res.folded {
+        (1, format!("1 folded row × {} f32", want.width))
+    } else {
+        (want.chunks as usize, format!("{} chunks × {} f32", want.chunks, want.width))
+    };
+    let expected = rows * want.width * 4;
+    if len != expected {
+        return Err(Status::invalid_argument(format!(
+            "{}: partials hold {len} bytes, expected {expected} ({shape})",
+            what(want)
+        )));
+    }
+    Ok(())
+}
+
+/// Every value is finite (the worker did not declare an overflow).
+fn check_finite(res: &proto::PhaseResult, want: &Expected) -> Result<(), Status> {
+    let bad = crate::f32le::first_non_finite(&res.partials);
+    match bad {
+        None => Ok(()),
+        Some((i, x)) => Err(Status::invalid_argument(format!(
+            "{}: partials hold {x} at float {i} (row {}, column {}) without overflow set; \
+             a worker whose values overflow must set overflow",
+            what(want),
+            i / want.width.max(1),
+            i % want.width.max(1)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want() -> Expected {
+        Expected { request_id: 7, step: 12, phase: 1, first_chunk: 4, chunks: 2, width: 3 }
+    }
+
+    fn good() -> proto::PhaseResult {
+        proto::PhaseResult {
+            request_id: 7,
+            step: 12,
+            phase: 1,
+            partials: crate::f32le::encode(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            compute_seconds: 0.5,
+            ..Default::default()
+        }
+    }
+
+    /// The refusal of `res`: its code and message.
+    fn refusal(res: proto::PhaseResult) -> (tonic::Code, String) {
+        let s = validate_result(&res, &want()).expect_err("refused");
+        (s.code(), s.message().to_string())
+    }
+
+    #[test]
+    fn a_fitting_result_passes() {
+        assert_eq!(validate_result(&good(), &want()).unwrap(), Verdict::Values);
+    }
+
+    #[test]
+    fn ids_must_match_the_outstanding_request() {
+        use tonic::Code::FailedPrecondition;
+        let (c, m) = refusal(proto::PhaseResult { request_id: 6, ..good() });
+        assert_eq!(
+            (c, m.as_str()),
+            (
+                FailedPrecondition,
+                "PhaseResult for step 12 phase 1: request_id is 6, expected 7 (the outstanding request)"
+            )
+        );
+        let (c, m) = refusal(proto::PhaseResult { step: 11, ..good() });
+        assert_eq!(
+            (c, m.as_str()),
+            (FailedPrecondition, "PhaseResult for step 12 phase 1: step is 11 (stale), expected 12")
+        );
+        let (c, m) = refusal(proto::PhaseResult { step: 13, ..good() });
+        assert_eq!(
+            (c, m.as_str()),
+            (FailedPrecondition, "PhaseResult for step 12 phase 1: step is 13 (future), expected 12")
+        );
+        let (c, m) = refusal(proto::PhaseResult { phase: 2, ..good() });
+        assert_eq!((c, m.as_str()), (FailedPrecondition, "PhaseResult for step 12 phase 1: phase is 2, expected 1"));
+    }
+
+    #[test]
+    fn partials_must_have_the_size_the_shard_requires() {
+        use tonic::Code::InvalidArgument;
+        let mut short = good();
+        short.partials.truncate(20);
+        let (c, m) = refusal(short);
+        assert_eq!(c, InvalidArgument);
+        assert_eq!(m, "PhaseResult for step 12 phase 1: partials hold 20 bytes, expected 24 (2 chunks × 3 f32)");
+        let mut odd = good();
+        odd.partials.push(0);
+        assert!(refusal(odd).1.contains("25 bytes, not a multiple of 4"));
+        // Folding is only for a shard that starts at chunk 0 ...
+        let mut folded = good();
+        folded.folded = true;
+        folded.partials.truncate(12);
+        assert!(refusal(folded.clone()).1.contains("folded is set but the shard starts at chunk 4"));
+        // ... where it means one row.
+        let at_zero = Expected { first_chunk: 0, ..want() };
+        assert_eq!(validate_result(&folded, &at_zero).unwrap(), Verdict::Values);
+        folded.partials = good().partials;
+        let m = validate_result(&folded, &at_zero).unwrap_err();
+        assert!(m.message().contains("partials hold 24 bytes, expected 12 (1 folded row × 3 f32)"), "{m:?}");
+    }
+
+    #[test]
+    fn non_finite_values_need_the_overflow_flag() {
+        let mut nan = good();
+        nan.partials = crate::f32le::encode(&[1.0, 2.0, 3.0, 4.0, f32::NAN, 6.0]);
+        let (c, m) = refusal(nan.clone());
+        assert_eq!(c, tonic::Code::InvalidArgument);
+        assert!(m.contains("partials hold NaN at float 4 (row 1, column 1) without overflow set"), "{m}");
+        nan.overflow = true;
+        assert_eq!(validate_result(&nan, &want()).unwrap(), Verdict::Overflow);
+        // The size is checked even with overflow set.
+        nan.partials.truncate(4);
+        assert!(validate_result(&nan, &want()).is_err());
+        let inf = proto::PhaseResult { compute_seconds: f64::INFINITY, ..good() };
+        assert!(refusal(inf).1.contains("compute_seconds is inf"));
+    }
+
+    #[test]
+    fn a_worker_error_is_passed_on_shortened() {
+        let res = proto::PhaseResult { error: "x".repeat(10_000), partials: Vec::new(), ..good() };
+        match validate_result(&res, &want()).unwrap() {
+            Verdict::Failed(m) => assert_eq!(m.len(), MAX_ERROR_CHARS),
+            v => panic!("{v:?}"),
+        }
+        // Even a failure must answer the outstanding request.
+        assert!(validate_result(&proto::PhaseResult { step: 3, ..res }, &want()).is_err());
+    }
+}
