@@ -57,3 +57,33 @@ extern "C" __global__ void act_jvp_backward(const __half* a, const __half* adot,
         if (adotbar) st(adotbar, e, d1 * tb);
     }
 }
+
+// A linear layer's bias and the activation after it, fused (forward): the
+// linear output y_lin = half(acc + b) (kept: the activation's backward needs
+// it) and y = half(sigma(y_lin)), from the rounded y_lin as the unfused pair
+// (linear.cu's bias_cast, then act_forward) computes it.
+extern "C" __global__ void bias_act_forward(const float* acc, const __half* b, __half* y_lin, __half* y, int kind,
+                                            float s, int chunks, int block, int start, int count, int width) {
+    GRID_STRIDE(i, (i64)chunks * count * width) {
+        i64 e = row_elem(i, block, start, count, width);
+        __half h = __float2half_rn(acc[e] + __half2float(b[i % width]));
+        y_lin[e] = h;
+        float v, d1, d2;
+        act_eval(kind, s, __half2float(h), &v, &d1, &d2);
+        st(y, e, v);
+    }
+}
+
+// The same pair's tangents (jvp): t_lin = half(acc + c) and
+// t = half(sigma'(a) t_lin), a the pair's linear output from the forward.
+extern "C" __global__ void bias_act_jvp(const float* acc, const __half* c, const __half* a, __half* t_lin, __half* t,
+                                        int kind, float s, int chunks, int block, int start, int count, int width) {
+    GRID_STRIDE(i, (i64)chunks * count * width) {
+        i64 e = row_elem(i, block, start, count, width);
+        __half h = __float2half_rn(acc[e] + __half2float(c[i % width]));
+        t_lin[e] = h;
+        float v, d1, d2;
+        act_eval(kind, s, ld(a, e), &v, &d1, &d2);
+        st(t, e, d1 * __half2float(h));
+    }
+}

@@ -157,6 +157,23 @@ fn activation_kernels_match_their_cpu_twins() {
         g.act_jvp_backward(code, da.ptr, 0, dyb.ptr, dtb.ptr, ab.ptr, 0, SEL, w).unwrap();
         act.jvp_backward(&sel(&a), None, &sel(&yb), &sel(&tb), &mut want, None);
         assert_close(&format!("act_jvp_backward ā, ȧ = 0 {act:?}"), &sel(&read16(&g, &ab)), &want, 1e-2);
+
+        // The fused Linear-bias + activation pairs: the pre-activation as bias_cast rounds it, then the activation.
+        let (acc, bias) = (randn(t + 4, n, 2.0), randn(t + 5, w, 0.5));
+        let (dacc, dbias) = (up32(&g, &acc), up16(&g, &bias));
+        let b16 = round16(&bias);
+        let lin: Vec<f32> = sel(&acc).chunks(w).flat_map(|r| r.iter().zip(&b16).map(|(a, b)| a + b)).collect();
+        let lin = round16(&lin);
+        let (ylin, y) = (poisoned16(&g, n), poisoned16(&g, n));
+        g.bias_act_forward(code, dacc.ptr, dbias.ptr, ylin.ptr, y.ptr, SEL, w).unwrap();
+        act.forward(&lin, &mut want);
+        assert_eq!(bits(&sel(&read16(&g, &ylin))), bits(&lin), "bias_act_forward: the linear output {act:?}");
+        assert_close(&format!("bias_act_forward {act:?}"), &sel(&read16(&g, &y)), &want, 1e-2);
+        let (tl, t2) = (poisoned16(&g, n), poisoned16(&g, n));
+        g.bias_act_jvp(code, dacc.ptr, dbias.ptr, da.ptr, tl.ptr, t2.ptr, SEL, w).unwrap();
+        act.jvp(&sel(&a), &lin, &mut want);
+        assert_eq!(bits(&sel(&read16(&g, &tl))), bits(&lin), "bias_act_jvp: the linear tangent {act:?}");
+        assert_close(&format!("bias_act_jvp {act:?}"), &sel(&read16(&g, &t2)), &want, 1e-2);
     }
 }
 
@@ -331,53 +348,104 @@ fn unscale_check_matches_its_twin() {
 #[test]
 fn optimizer_kernels_match_the_cpu_optimizers_bit_for_bit() {
     let Some(g) = gpu() else { return };
-    let n = 3001;
+    let (n_gen, n_disc, disc_at) = (3001, 517, 3008);
     let cfg = Config::from_toml_str(&std::fs::read_to_string("configs/mog-ring.toml").unwrap(), "ring", &[]).unwrap();
     for kind in [lockstep::config::OptimizerKind::Adam, lockstep::config::OptimizerKind::Sgd] {
-        for dir in [Direction::Descend, Direction::Ascend] {
-            let oc = lockstep::config::OptimizerConfig { kind, ..cfg.optimizer.clone() };
-            let mut opt = Optimizer::new(&oc, 1e-3, n, dir);
-            let mut p = randn(80, n, 1.0);
-            let (dp, p16) = (up32(&g, &p), poisoned16(&g, n));
-            let (dm, dv) = (up32(&g, &vec![0.0; n]), up32(&g, &vec![0.0; n]));
-            let (mut skip, mut bad) = (g.alloc::<u32>(1).unwrap(), g.alloc::<u32>(1).unwrap());
-            g.upload(&[0], &mut bad).unwrap();
-            // A set skip flag changes nothing.
-            g.upload(&[1], &mut skip).unwrap();
-            let coef = up32(&g, &opt.coefficients());
-            g.sgd_step(dp.ptr, dp.ptr, p16.ptr, n, coef.ptr, skip.ptr, bad.ptr).unwrap();
-            g.adam_step(dp.ptr, dp.ptr, dm.ptr, dv.ptr, p16.ptr, n, 0.5, 0.5, coef.ptr, 1e-8, skip.ptr, bad.ptr)
-                .unwrap();
-            assert_eq!(bits(&read32(&g, &dp)), bits(&p), "a set skip flag must leave the parameters alone");
-            assert!(read16(&g, &p16).iter().all(|x| x.is_nan()), "a set skip flag must leave the fp16 copy alone");
-            g.upload(&[0], &mut skip).unwrap();
-            for step in 0..5u64 {
-                let grad = randn(90 + step, n, 0.1);
-                let dg = up32(&g, &grad);
-                let coef = up32(&g, &opt.coefficients());
-                match kind {
-                    lockstep::config::OptimizerKind::Adam => {
-                        let (b1, b2, eps) = (opt.beta1 as f32, opt.beta2 as f32, opt.eps as f32);
-                        g.adam_step(
-                            dp.ptr, dg.ptr, dm.ptr, dv.ptr, p16.ptr, n, b1, b2, coef.ptr, eps, skip.ptr, bad.ptr,
-                        )
-                        .unwrap();
-                    }
-                    lockstep::config::OptimizerKind::Sgd => {
-                        g.sgd_step(dp.ptr, dg.ptr, p16.ptr, n, coef.ptr, skip.ptr, bad.ptr).unwrap();
-                    }
-                }
-                opt.step(&mut p, &grad);
-            }
-            assert_eq!(bits(&read32(&g, &dp)), bits(&p), "{kind:?} {dir:?}: parameters");
-            assert_eq!(g.read::<u32>(bad.ptr, 1).unwrap()[0], 0, "no parameter is non-finite");
-            assert_eq!(bits(&read16(&g, &p16)), bits(&round16(&p)), "{kind:?} {dir:?}: fp16 copy");
-            if kind == lockstep::config::OptimizerKind::Adam {
-                assert_eq!(bits(&read32(&g, &dm)), bits(&opt.m), "Adam m");
-                assert_eq!(bits(&read32(&g, &dv)), bits(&opt.v), "Adam v");
-            }
+        let adam = kind == lockstep::config::OptimizerKind::Adam;
+        let oc = lockstep::config::OptimizerConfig { kind, ..cfg.optimizer.clone() };
+        let mut og = Optimizer::new(&oc, 1e-3, n_gen, Direction::Descend);
+        let mut od = Optimizer::new(&oc, 3e-3, n_disc, Direction::Ascend);
+        let (mut pg, mut pd) = (randn(80, n_gen, 1.0), randn(81, n_disc, 1.0));
+        // Device layout: [gen | pad | disc] for p, m, v, p16; the gradient row is [disc | gen].
+        let total = disc_at + n_disc;
+        let mut p = vec![0.0; total];
+        p[..n_gen].copy_from_slice(&pg);
+        p[disc_at..].copy_from_slice(&pd);
+        let (dp, p16) = (up32(&g, &p), poisoned16(&g, total));
+        let (dm, dv) = (up32(&g, &vec![0.0; total]), up32(&g, &vec![0.0; total]));
+        let (mut skip, mut bad) = (g.alloc::<u32>(1).unwrap(), g.alloc::<u32>(1).unwrap());
+        g.upload(&[0], &mut bad).unwrap();
+        let run = |grad: &DevBuf<f32>, coefs: (&DevBuf<f32>, &DevBuf<f32>), skip: &DevBuf<u32>| {
+            let moments = adam.then_some((dm.ptr, dv.ptr, oc.beta1 as f32, oc.beta2 as f32, oc.eps as f32));
+            let c = (coefs.0.ptr, coefs.1.ptr);
+            g.players_step(
+                moments,
+                dp.ptr,
+                grad.ptr,
+                p16.ptr,
+                (n_gen, n_disc, disc_at),
+                (n_disc, 0),
+                c,
+                skip.ptr,
+                bad.ptr,
+            )
+            .unwrap();
+        };
+        // A set skip flag changes nothing.
+        g.upload(&[1], &mut skip).unwrap();
+        let (cg, cd) = (up32(&g, &og.coefficients()), up32(&g, &od.coefficients()));
+        run(&up32(&g, &vec![1.0; n_disc + n_gen]), (&cg, &cd), &skip);
+        assert_eq!(bits(&read32(&g, &dp)), bits(&p), "{kind:?}: a set skip flag must leave the parameters alone");
+        g.upload(&[0], &mut skip).unwrap();
+        for step in 0..5u64 {
+            let (gg, gd) = (randn(90 + step, n_gen, 0.1), randn(95 + step, n_disc, 0.1));
+            let row: Vec<f32> = gd.iter().chain(&gg).copied().collect();
+            let (cg, cd) = (up32(&g, &og.coefficients()), up32(&g, &od.coefficients()));
+            run(&up32(&g, &row), (&cg, &cd), &skip);
+            og.step(&mut pg, &gg);
+            od.step(&mut pd, &gd);
+        }
+        let got = read32(&g, &dp);
+        assert_eq!(bits(&got[..n_gen]), bits(&pg), "{kind:?}: generator");
+        assert_eq!(bits(&got[disc_at..]), bits(&pd), "{kind:?}: discriminator");
+        let h = read16(&g, &p16);
+        assert_eq!(bits(&h[..n_gen]), bits(&round16(&pg)), "{kind:?}: fp16 copy");
+        assert_eq!(bits(&h[disc_at..]), bits(&round16(&pd)), "{kind:?}: fp16 copy");
+        assert_eq!(g.read::<u32>(bad.ptr, 1).unwrap()[0], 0, "no parameter is non-finite");
+        if adam {
+            let (m, v) = (read32(&g, &dm), read32(&g, &dv));
+            assert_eq!(bits(&m[..n_gen]), bits(&og.m), "Adam m");
+            assert_eq!(bits(&v[disc_at..]), bits(&od.v), "Adam v");
         }
     }
+}
+
+#[test]
+fn reduction_kernels_match_the_host_reduction() {
+    let Some(g) = gpu() else { return };
+    let (rows, stride) = (7, 41);
+    let mut x = randn(110, rows * stride, 3e3);
+    x[2 * stride + 5] = f32::INFINITY;
+    let (inv, one) = (up32(&g, &[1.0 / 4096.0]), up32(&g, &[1.0]));
+    let dx = up32(&g, &x);
+    let (out, out16) = (poisoned32(&g, stride), poisoned16(&g, 20));
+    let mut flag = g.alloc::<u32>(1).unwrap();
+    g.upload(&[0], &mut flag).unwrap();
+    // Columns 0..20 unscaled (and copied to fp16), 36..41 as they are; 20..36 untouched.
+    g.reduce_unscale(dx.ptr, stride, rows, 0..20, inv.ptr, 36..41, one.ptr, out.ptr, out16.ptr, flag.ptr).unwrap();
+    let mut host = x.clone();
+    loss_scale::unscale_check(&mut host, stride, rows, 20, 1.0 / 4096.0);
+    let mut want = vec![0.0; stride];
+    trainer::reduce_rows(&host, stride, 0..20, &mut want[..20]);
+    trainer::reduce_rows(&host, stride, 36..41, &mut want[36..41]);
+    let got = read32(&g, &out);
+    assert_eq!(bits(&got[..20]), bits(&want[..20]), "reduce_unscale, scaled columns");
+    assert_eq!(bits(&got[36..]), bits(&want[36..]), "reduce_unscale, plain columns");
+    assert!(got[20..36].iter().all(|v| v.is_nan()), "reduce_unscale wrote outside its columns");
+    assert_eq!(bits(&read16(&g, &out16)), bits(&round16(&want[..20])), "reduce_unscale, fp16 copy");
+    assert_eq!(g.read::<u32>(flag.ptr, 1).unwrap()[0], 1, "one non-finite sum (column 5)");
+
+    let (a, b) = (randn(111, 50_000, 0.01), randn(112, 513, 1.0));
+    let (da, db, stats) = (up32(&g, &a), up32(&g, &b), up32(&g, &[1.0, 2.0, 3.0, 4.0, 5.0]));
+    let (sq, so) = (g.alloc::<f64>(2).unwrap(), poisoned32(&g, 6));
+    g.step_report(da.ptr, a.len(), db.ptr, b.len(), sq.ptr, sq.at(1), stats.ptr, so.ptr, 5).unwrap();
+    let got = g.read::<f64>(sq.ptr, 2).unwrap();
+    for (got, want) in got.iter().zip([trainer::sum_sq(&a), trainer::sum_sq(&b)]) {
+        assert!((got - want).abs() <= 1e-12 * want, "step_report: {got} vs {want}");
+    }
+    let so = read32(&g, &so);
+    assert_eq!(&so[..5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert!(so[5].is_nan(), "step_report copied too much");
 }
 
 /// The four passes of a network with every layer kind, GPU against CPU, on

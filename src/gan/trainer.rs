@@ -642,7 +642,8 @@ pub fn assign_shards(chunks: usize, capacities: &[f64]) -> Vec<Range<usize>> {
 /// out = Σ_chunks rows[c][range], added in chunk order for every element
 /// (split over threads by element, which does not change any sum).
 /// out = the rows' columns `range` added in row (chunk) order: row 0, then
-/// += row 1, ...  The CPU twin of kernels/reduce.cu's `reduce_rows`.
+/// += row 1, ...  With each row unscaled first, the CPU twin of
+/// kernels/reduce.cu's `reduce_unscale`.
 pub fn reduce_rows(partials: &[f32], stride: usize, range: std::ops::Range<usize>, out: &mut [f32]) {
     use rayon::prelude::*;
     const PIECE: usize = 4096;
@@ -658,7 +659,7 @@ pub fn reduce_rows(partials: &[f32], stride: usize, range: std::ops::Range<usize
     });
 }
 
-/// Σ v² in f64 (for the step's report).  Twin of kernels/reduce.cu's `sum_squares`.
+/// Σ v² in f64 (for the step's report).  Twin of kernels/reduce.cu's `step_report`.
 pub fn sum_sq(v: &[f32]) -> f64 {
     v.iter().map(|&x| (x as f64) * (x as f64)).sum()
 }

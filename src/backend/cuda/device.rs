@@ -341,6 +341,68 @@ impl Gpu {
         )
     }
 
+    /// Fused Linear bias + activation (forward): y_lin = half(acc + b), y = σ(y_lin).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bias_act_forward(
+        &self,
+        kind: (i32, f32),
+        acc: u64,
+        b: u64,
+        y_lin: u64,
+        y: u64,
+        r: Rows,
+        width: usize,
+    ) -> Result<()> {
+        launch!(
+            self,
+            "bias_act_forward",
+            grid_for(r.elems(width)),
+            acc,
+            b,
+            y_lin,
+            y,
+            kind.0,
+            kind.1,
+            i32_of(r.chunks),
+            i32_of(r.block),
+            i32_of(r.start),
+            i32_of(r.count),
+            i32_of(width)
+        )
+    }
+
+    /// Fused tangents of Linear + activation: t_lin = half(acc + c), t = σ'(a) t_lin.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bias_act_jvp(
+        &self,
+        kind: (i32, f32),
+        acc: u64,
+        c: u64,
+        a: u64,
+        t_lin: u64,
+        t: u64,
+        r: Rows,
+        width: usize,
+    ) -> Result<()> {
+        launch!(
+            self,
+            "bias_act_jvp",
+            grid_for(r.elems(width)),
+            acc,
+            c,
+            a,
+            t_lin,
+            t,
+            kind.0,
+            kind.1,
+            i32_of(r.chunks),
+            i32_of(r.block),
+            i32_of(r.start),
+            i32_of(r.count),
+            i32_of(width)
+        )
+    }
+
     // ---- linear.cu ----
 
     /// y = half(acc + b) (b may be 0: none).
@@ -537,44 +599,106 @@ impl Gpu {
 
     // ---- optim.cu ----
 
-    /// One Adam step on fp32 `p` (and its fp16 copy `p16`, 0: none) with the
-    /// coefficients at `coef`; nothing when `*skip` (0: never) is set; counts
-    /// non-finite results at `bad` (0: no count).
+    // ---- reduce.cu ----
+
+    /// The resident step's reduction: out[c] = Σ_r rows[r * stride + c] · s
+    /// in row order for the columns `r0` (scale at `s0`) and `r1` (at `s1`);
+    /// an fp16 copy of range 0 to `out16` (0: none); non-finite sums counted at `flag`.
     #[allow(clippy::too_many_arguments)]
-    pub fn adam_step(
+    pub fn reduce_unscale(
         &self,
+        rows: u64,
+        stride: usize,
+        nrows: usize,
+        r0: std::ops::Range<usize>,
+        s0: u64,
+        r1: std::ops::Range<usize>,
+        s1: u64,
+        out: u64,
+        out16: u64,
+        flag: u64,
+    ) -> Result<()> {
+        let (c0, n0, c1, n1) = (i32_of(r0.start), i32_of(r0.len()), i32_of(r1.start), i32_of(r1.len()));
+        let cfg = grid_for(r0.len() + r1.len());
+        launch!(
+            self,
+            "reduce_unscale",
+            cfg,
+            rows,
+            stride as i64,
+            i32_of(nrows),
+            c0,
+            n0,
+            s0,
+            c1,
+            n1,
+            s1,
+            out,
+            out16,
+            flag
+        )
+    }
+
+    /// *sq0 = Σ x0², *sq1 = Σ x1² (f64, a fixed order), and `nstats` floats copied from `stats` to `stats_out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_report(
+        &self,
+        x0: u64,
+        n0: usize,
+        x1: u64,
+        n1: usize,
+        sq0: u64,
+        sq1: u64,
+        stats: u64,
+        stats_out: u64,
+        nstats: usize,
+    ) -> Result<()> {
+        let cfg = LaunchConfig { grid_dim: (2, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, "step_report", cfg, x0, n0 as i64, x1, n1 as i64, sq0, sq1, stats, stats_out, i32_of(nstats))
+    }
+
+    /// Both players' optimizer step in one launch (see kernels/optim.cu):
+    /// `p`, `m`, `v`, `p16` in the master layout, `g` the reduced row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn players_step(
+        &self,
+        adam: Option<(u64, u64, f32, f32, f32)>,
         p: u64,
         g: u64,
-        m: u64,
-        v: u64,
         p16: u64,
-        n: usize,
-        b1: f32,
-        b2: f32,
-        coef: u64,
-        eps: f32,
+        (n_gen, n_disc, disc_at): (usize, usize, usize),
+        (g_gen, g_disc): (usize, usize),
+        (coef_gen, coef_disc): (u64, u64),
         skip: u64,
         bad: u64,
     ) -> Result<()> {
-        launch!(self, "adam_step", grid_for(n), p, g, m, v, p16, n as i64, b1, b2, coef, eps, skip, bad)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn sgd_step(&self, p: u64, g: u64, p16: u64, n: usize, coef: u64, skip: u64, bad: u64) -> Result<()> {
-        launch!(self, "sgd_step", grid_for(n), p, g, p16, n as i64, coef, skip, bad)
-    }
-
-    // ---- reduce.cu ----
-
-    /// out[j] = Σ_r rows[r * stride + j] in row order, j < ncols.
-    pub fn reduce_rows(&self, rows: u64, stride: usize, nrows: usize, ncols: usize, out: u64) -> Result<()> {
-        launch!(self, "reduce_rows", grid_for(ncols), rows, stride as i64, i32_of(nrows), i32_of(ncols), out)
-    }
-
-    /// *out (f64) = Σ x[i]², in a fixed order.
-    pub fn sum_squares(&self, x: u64, n: usize, out: u64) -> Result<()> {
-        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-        launch!(self, "sum_squares", cfg, x, n as i64, out)
+        let cfg = grid_for(n_gen + n_disc);
+        let (ng, nd, da, gg, gd) = (n_gen as i64, n_disc as i64, disc_at as i64, g_gen as i64, g_disc as i64);
+        match adam {
+            Some((m, v, b1, b2, eps)) => launch!(
+                self,
+                "adam_players",
+                cfg,
+                p,
+                g,
+                m,
+                v,
+                p16,
+                ng,
+                nd,
+                da,
+                gg,
+                gd,
+                b1,
+                b2,
+                coef_gen,
+                coef_disc,
+                eps,
+                skip,
+                bad
+            ),
+            None => launch!(self, "sgd_players", cfg, p, g, p16, ng, nd, da, gg, gd, coef_gen, coef_disc, skip, bad),
+        }
     }
 }
 

@@ -5,14 +5,16 @@
 //!
 //! | family       | kernels                                          | CPU twin                                   |
 //! |--------------|--------------------------------------------------|--------------------------------------------|
-//! | `activation` | act_forward, act_backward, act_jvp_backward      | `nn::layer::Activation`                    |
+//! | `activation` | act_forward, act_backward, act_jvp_backward,     | `nn::layer::Activation`                    |
+//! |              | bias_act_forward, bias_act_jvp (fused pairs)     | `Linear` bias + `Activation`               |
 //! | `linear`     | bias_cast, colsum_chunks                         | `nn::layer::{Linear, column_sums}`         |
 //! | `objective`  | phase1_seeds, gen_loss_seeds, phase2_seeds       | `gan::phases::{phase1_seeds, ...}`         |
 //! | `rng`        | normals_f16/f32, mixture_f16/f32                 | `rng::Stream::normals`, `data::Mixture`    |
 //! | `cast`       | f32_to_f16, f16_to_f32                           | `half::f16`                                |
 //! | `loss_scale` | unscale_check                                    | `gan::loss_scale::unscale_check`           |
-//! | `optim`      | adam_step, sgd_step                              | `gan::optim::Optimizer::step`              |
-//! | `reduce`     | reduce_rows, sum_squares                         | `gan::trainer::{reduce_rows, sum_sq}`      |
+//! | `optim`      | adam_players, sgd_players (both players)         | `gan::optim::Optimizer::step`              |
+//! | `reduce`     | reduce_unscale, step_report                      | `gan::trainer::{reduce_rows, sum_sq}`,     |
+//! |              |                                                  | `gan::loss_scale::unscale_check`           |
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,7 +39,7 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "activation",
         source: include_str!("../../../kernels/activation.cu"),
-        kernels: &["act_forward", "act_backward", "act_jvp_backward"],
+        kernels: &["act_forward", "act_backward", "act_jvp_backward", "bias_act_forward", "bias_act_jvp"],
     },
     Family {
         name: "linear",
@@ -56,11 +58,15 @@ pub const FAMILIES: &[Family] = &[
     },
     Family { name: "cast", source: include_str!("../../../kernels/cast.cu"), kernels: &["f32_to_f16", "f16_to_f32"] },
     Family { name: "loss_scale", source: include_str!("../../../kernels/loss_scale.cu"), kernels: &["unscale_check"] },
-    Family { name: "optim", source: include_str!("../../../kernels/optim.cu"), kernels: &["adam_step", "sgd_step"] },
+    Family {
+        name: "optim",
+        source: include_str!("../../../kernels/optim.cu"),
+        kernels: &["adam_players", "sgd_players"],
+    },
     Family {
         name: "reduce",
         source: include_str!("../../../kernels/reduce.cu"),
-        kernels: &["reduce_rows", "sum_squares"],
+        kernels: &["reduce_unscale", "step_report"],
     },
 ];
 

@@ -242,9 +242,16 @@ impl CudaBackend {
     /// Enqueues phase 1 on `chunks` (their rows of partial sums at the start
     /// of `partials`), with the step and loss scale read from `step_in`: the
     /// draws, both forward passes, the seeds and stats, D's backward (and the
-    /// generator's gradient when `with_gen_grad`), then the gradient columns
-    /// unscaled, their non-finite values counted at StepOut::NONFINITE.
-    fn enqueue_phase1(&mut self, chunks: std::ops::Range<usize>, draw: Draw, with_gen_grad: bool) -> Result<()> {
+    /// generator's gradient when `with_gen_grad`), then, when `unscale`, the
+    /// gradient columns unscaled, their non-finite values counted at
+    /// StepOut::NONFINITE (the resident step unscales while it reduces).
+    fn enqueue_phase1(
+        &mut self,
+        chunks: std::ops::Range<usize>,
+        draw: Draw,
+        with_gen_grad: bool,
+        unscale: bool,
+    ) -> Result<()> {
         let k = chunks.len();
         let (all, real, fake) = self.rows(k);
         let s = &self.setup;
@@ -277,19 +284,24 @@ impl CudaBackend {
             self.gen.backward(gpu, pg, self.z.ptr, fake, self.xbar.ptr, Some(ggrads), None)?;
             cols = 0..self.layout.n_disc + self.layout.n_gen;
         }
-        self.unscale(k, cols)
+        if unscale {
+            self.unscale(k, cols)?;
+        }
+        Ok(())
     }
 
-    /// Enqueues phase 2 on the `k` chunks of the last phase 1, with v (fp32,
-    /// the whole minibatch's grad_D V) read at `v32`: D's jvp along v, the
-    /// seeds, D's jvp_backward and G's backward, the generator's gradient
-    /// columns unscaled and checked.
-    fn enqueue_phase2(&mut self, k: usize, v32: u64) -> Result<()> {
+    /// Enqueues phase 2 on the `k` chunks of the last phase 1, with v (the
+    /// whole minibatch's grad_D V) cast from fp32 at `v32` (None: already in
+    /// `v16`): D's jvp along v, the seeds, D's jvp_backward and G's backward,
+    /// and, when `unscale`, the generator's gradient columns unscaled and checked.
+    fn enqueue_phase2(&mut self, k: usize, v32: Option<u64>, unscale: bool) -> Result<()> {
         let (_, _, fake) = self.rows(k);
         let s = &self.setup;
         let n = s.chunk;
         let gpu = &self.gpu;
-        gpu.f32_to_f16(v32, self.v16.ptr, self.layout.n_disc)?;
+        if let Some(v32) = v32 {
+            gpu.f32_to_f16(v32, self.v16.ptr, self.layout.n_disc)?;
+        }
         let x = self.gen.output();
         let (pg, pd) = (self.pg(), self.pd());
         self.disc.jvp(gpu, pd, self.v16.ptr, x, None, fake)?;
@@ -313,7 +325,10 @@ impl CudaBackend {
         )?;
         let ggrads = GradOut { base: self.partials.at(self.layout.n_disc), stride: self.layout.stride() };
         self.gen.backward(gpu, pg, self.z.ptr, fake, self.xbar.ptr, Some(ggrads), None)?;
-        self.unscale(k, self.layout.gen())
+        if unscale {
+            self.unscale(k, self.layout.gen())?;
+        }
+        Ok(())
     }
 
     /// Divides the gradient columns `cols` of the first `k` rows by the loss
@@ -381,7 +396,7 @@ impl Backend for CudaBackend {
         self.check_out(k, out)?;
         self.write_step_in(&StepIn { step: task.step, loss_scale: task.loss_scale, gen: [0.0; 2], disc: [0.0; 2] })?;
         self.gpu.zero(self.step_out.ptr, StepOut::WORDS * 4)?;
-        self.enqueue_phase1(task.chunks.clone(), task.draw, task.with_gen_grad)?;
+        self.enqueue_phase1(task.chunks.clone(), task.draw, task.with_gen_grad, true)?;
         self.gpu.download(&self.partials, out)?;
         self.last = Some(task.clone());
         Ok(())
@@ -398,7 +413,7 @@ impl Backend for CudaBackend {
             )));
         }
         self.gpu.upload(v, &mut self.v32)?;
-        self.enqueue_phase2(task.chunks.len(), self.v32.ptr)?;
+        self.enqueue_phase2(task.chunks.len(), Some(self.v32.ptr), true)?;
         self.gpu.download(&self.partials, out)
     }
 

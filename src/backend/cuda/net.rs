@@ -165,9 +165,19 @@ impl DevNet {
         })
     }
 
+    /// The activation right after layer `l`, when `l` is Linear (their
+    /// elementwise halves run as one fused kernel).
+    fn act_after(&self, l: usize) -> Option<Activation> {
+        match (self.net.layers[l], self.net.layers.get(l + 1)) {
+            (LayerSpec::Linear { .. }, Some(LayerSpec::Act(a))) => Some(*a),
+            _ => None,
+        }
+    }
+
     /// y = net(x) on the selected rows (x: the input buffer, same layout).
     pub fn forward(&mut self, gpu: &Gpu, p: u64, x: u64, r: Rows) -> Result<()> {
-        for l in 0..self.net.layers.len() {
+        let mut l = 0;
+        while l < self.net.layers.len() {
             let (wi, wo) = (self.net.width_in(l), self.net.width_out(l));
             let inp = self.input_of(l, x);
             let y = self.acts[l].ptr;
@@ -175,10 +185,16 @@ impl DevNet {
                 LayerSpec::Linear { .. } => {
                     let (w, b) = self.wb(l, p);
                     Self::xwt(gpu, w, inp, self.acc.ptr, true, r, wi, wo, 0.0)?;
-                    gpu.bias_cast(self.acc.ptr, b, y, r, wo)?;
+                    if let Some(a) = self.act_after(l) {
+                        gpu.bias_act_forward(act_code(a), self.acc.ptr, b, y, self.acts[l + 1].ptr, r, wo)?;
+                        l += 1;
+                    } else {
+                        gpu.bias_cast(self.acc.ptr, b, y, r, wo)?;
+                    }
                 }
                 LayerSpec::Act(a) => gpu.act_forward(act_code(a), inp, y, r, wo)?,
             }
+            l += 1;
         }
         Ok(())
     }
@@ -253,12 +269,14 @@ impl DevNet {
     /// (fp16, the same layout as the parameters) on the selected rows of the
     /// last forward; `xdot` is the input's tangent (None: zero).
     pub fn jvp(&mut self, gpu: &Gpu, p: u64, dir: u64, x: u64, xdot: Option<u64>, r: Rows) -> Result<()> {
-        for l in 0..self.net.layers.len() {
+        let mut l = 0;
+        while l < self.net.layers.len() {
             let (wi, wo) = (self.net.width_in(l), self.net.width_out(l));
             let inp = self.input_of(l, x);
             let tin = self.input_tangent(l, xdot);
             let tout = self.tans[l].ptr;
-            self.tan_some[l] = match self.net.layers[l] {
+            let at = l;
+            self.tan_some[at] = match self.net.layers[l] {
                 LayerSpec::Linear { .. } => {
                     let (w, _) = self.wb(l, p);
                     let (v, c) = self.wb(l, dir);
@@ -267,7 +285,14 @@ impl DevNet {
                     if let Some(t) = tin {
                         Self::xwt(gpu, w, t, self.acc.ptr, true, r, wi, wo, 1.0)?;
                     }
-                    gpu.bias_cast(self.acc.ptr, c, tout, r, wo)?;
+                    if let Some(a) = self.act_after(l) {
+                        let (y, t_act) = (self.acts[l].ptr, self.tans[l + 1].ptr);
+                        gpu.bias_act_jvp(act_code(a), self.acc.ptr, c, y, tout, t_act, r, wo)?;
+                        self.tan_some[l + 1] = true;
+                        l += 1;
+                    } else {
+                        gpu.bias_cast(self.acc.ptr, c, tout, r, wo)?;
+                    }
                     true
                 }
                 LayerSpec::Act(a) => match tin {
@@ -278,6 +303,7 @@ impl DevNet {
                     None => false,
                 },
             };
+            l += 1;
         }
         Ok(())
     }

@@ -50,7 +50,8 @@ pub struct Resident {
     sum: DevBuf<f32>,
     host_in: Pinned,
     host_out: Pinned,
-    opt: [OptSpec; 2],
+    /// Both players' optimizer (one config: the kind, betas and eps are shared).
+    opt: OptSpec,
     /// The whole step, or its three parts when profiling (None: an empty part).
     graphs: Vec<Option<Captured>>,
     /// Whether the graphs compute grad_G in phase 1 (eta = 0).
@@ -71,47 +72,50 @@ impl CudaBackend {
     fn enqueue_part(&mut self, part: usize, with_gen_grad: bool) -> Result<()> {
         let (k, stride, lay) = (self.setup.chunks, self.layout.stride(), self.layout);
         let sum = self.resident.as_ref().expect("loaded").sum.ptr;
-        let st = lay.stats().start;
+        let (inv, one) = (self.step_in_at(StepIn::INV_SCALE), self.step_in_at(StepIn::ONE));
+        let out = self.step_out.ptr;
+        let flag = out + StepOut::NONFINITE;
         match part {
             0 => {
                 let r = self.resident.as_ref().expect("loaded");
                 self.gpu.copy_from_pinned(self.step_in.ptr, &r.host_in)?;
-                self.gpu.zero(self.step_out.ptr, StepOut::WORDS * 4)?;
-                self.enqueue_phase1(0..k, Draw::First, with_gen_grad)?;
-                let upto = if with_gen_grad { lay.n_disc + lay.n_gen } else { lay.n_disc };
-                self.gpu.reduce_rows(self.partials.ptr, stride, k, upto, sum)?;
-                self.gpu.reduce_rows(self.partials.at(st), stride, k, stat::COUNT, sum + (st * 4) as u64)
+                self.gpu.zero(out, StepOut::WORDS * 4)?;
+                self.enqueue_phase1(0..k, Draw::First, with_gen_grad, false)?;
+                // grad_D (and grad_G when eta = 0) unscaled and added in chunk order, the stats
+                // added; v in fp16 for phase 2; the non-finite sums counted.
+                let grads = if with_gen_grad { 0..lay.n_disc + lay.n_gen } else { lay.disc() };
+                let v16 = if with_gen_grad { 0 } else { self.v16.ptr };
+                self.gpu.reduce_unscale(self.partials.ptr, stride, k, grads, inv, lay.stats(), one, sum, v16, flag)
             }
             1 if !with_gen_grad => {
-                self.enqueue_phase2(k, sum)?;
-                self.gpu.reduce_rows(self.partials.at(lay.n_disc), stride, k, lay.n_gen, sum + (lay.n_disc * 4) as u64)
+                self.enqueue_phase2(k, None, false)?;
+                self.gpu.reduce_unscale(self.partials.ptr, stride, k, lay.gen(), inv, 0..0, one, sum, 0, flag)
             }
             1 => Ok(()),
             _ => {
                 let r = self.resident.as_ref().expect("loaded");
-                let gpu = &self.gpu;
-                let out = self.step_out.ptr;
-                let flag = out + StepOut::NONFINITE;
-                // The trainer's finiteness check: every reduced gradient and stat.
-                gpu.unscale_check(sum, stride, 1, stride, self.step_in_at(StepIn::ONE), flag)?;
-                let players = [
-                    (self.disc_at, 0, lay.n_disc, StepIn::DISC, r.opt[1]),
-                    (0, lay.n_disc, lay.n_gen, StepIn::GEN, r.opt[0]),
-                ];
-                for (at, g_at, n, coef, o) in players {
-                    let (p, g, p16) = (self.master.at(at), r.sum.at(g_at), self.params.at(at));
-                    let (coef, bad) = (self.step_in_at(coef), out + StepOut::BAD_PARAMS);
-                    if o.adam {
-                        gpu.adam_step(p, g, r.m.at(at), r.v.at(at), p16, n, o.b1, o.b2, coef, o.eps, flag, bad)?;
-                    } else {
-                        gpu.sgd_step(p, g, p16, n, coef, flag, bad)?;
-                    }
-                }
-                gpu.sum_squares(sum, lay.n_disc, out + StepOut::SQ_DISC)?;
-                gpu.sum_squares(r.sum.at(lay.n_disc), lay.n_gen, out + StepOut::SQ_GEN)?;
-                gpu.copy_dtod(out + StepOut::STATS, r.sum.at(st), stat::COUNT * 4)?;
+                let o = r.opt;
+                let adam = o.adam.then_some((r.m.ptr, r.v.ptr, o.b1, o.b2, o.eps));
+                let coefs = (self.step_in_at(StepIn::GEN), self.step_in_at(StepIn::DISC));
+                let sizes = (lay.n_gen, lay.n_disc, self.disc_at);
+                let (p, p16, bad) = (self.master.ptr, self.params.ptr, out + StepOut::BAD_PARAMS);
+                // Both players, only when every sum is finite (the flag gates it on the device).
+                self.gpu.players_step(adam, p, sum, p16, sizes, (lay.n_disc, 0), coefs, flag, bad)?;
+                let (gsum, stats) = (r.sum.at(lay.n_disc), r.sum.at(lay.stats().start));
+                let (sq_d, sq_g) = (out + StepOut::SQ_DISC, out + StepOut::SQ_GEN);
+                self.gpu.step_report(
+                    sum,
+                    lay.n_disc,
+                    gsum,
+                    lay.n_gen,
+                    sq_d,
+                    sq_g,
+                    stats,
+                    out + StepOut::STATS,
+                    stat::COUNT,
+                )?;
                 let r = self.resident.as_mut().expect("loaded");
-                self.gpu.copy_to_pinned(&mut r.host_out, self.step_out.ptr)
+                self.gpu.copy_to_pinned(&mut r.host_out, out)
             }
         }
     }
@@ -168,6 +172,12 @@ fn words_f64(w: &[u32], byte: u64) -> f64 {
 impl crate::backend::DeviceStep for CudaBackend {
     fn load(&mut self, gen: &[f32], disc: &[f32], opt: [&Optimizer; 2]) -> Result<()> {
         use crate::backend::Backend;
+        let (a, b) = (OptSpec::of(opt[0]), OptSpec::of(opt[1]));
+        if (a.adam, a.b1, a.b2, a.eps) != (b.adam, b.b1, b.b2, b.eps) {
+            return Err(Error::runtime(
+                "cuda backend: the device step needs one optimizer kind, betas and eps for both players",
+            ));
+        }
         self.set_params(gen, disc)?;
         let total = self.master.len();
         let gpu = &self.gpu;
@@ -177,7 +187,7 @@ impl crate::backend::DeviceStep for CudaBackend {
             sum: gpu.alloc(self.layout.stride())?,
             host_in: Pinned::new(gpu, StepIn::WORDS)?,
             host_out: Pinned::new(gpu, StepOut::WORDS)?,
-            opt: [OptSpec::of(opt[0]), OptSpec::of(opt[1])],
+            opt: OptSpec::of(opt[0]),
             graphs: Vec::new(),
             with_gen_grad: false,
             counts: (0, 0),
