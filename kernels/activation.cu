@@ -21,9 +21,9 @@ __device__ __forceinline__ void act_eval(int kind, float s, float a, float* y, f
 
 // y = sigma(a).
 extern "C" __global__ void act_forward(const __half* a, __half* y, int kind, float s,
-                                       int chunks, int block, int start, int count, int width) {
-    GRID_STRIDE(i, (i64)chunks * count * width) {
-        i64 e = row_elem(i, block, start, count, width);
+                                       Rows r) {
+    GRID_STRIDE(i, row_elems(r)) {
+        i64 e = row_elem(i, r);
         float v, d1, d2;
         act_eval(kind, s, ld(a, e), &v, &d1, &d2);
         st(y, e, v);
@@ -32,9 +32,9 @@ extern "C" __global__ void act_forward(const __half* a, __half* y, int kind, flo
 
 // da = sigma'(a) dy (backward), and ydot = sigma'(a) adot (jvp).
 extern "C" __global__ void act_backward(const __half* a, const __half* dy, __half* da, int kind, float s,
-                                        int chunks, int block, int start, int count, int width) {
-    GRID_STRIDE(i, (i64)chunks * count * width) {
-        i64 e = row_elem(i, block, start, count, width);
+                                        Rows r) {
+    GRID_STRIDE(i, row_elems(r)) {
+        i64 e = row_elem(i, r);
         float v, d1, d2;
         act_eval(kind, s, ld(a, e), &v, &d1, &d2);
         st(da, e, d1 * ld(dy, e));
@@ -45,9 +45,9 @@ extern "C" __global__ void act_backward(const __half* a, const __half* dy, __hal
 // adotbar = sigma'(a) ydotbar when adotbar is not null.
 extern "C" __global__ void act_jvp_backward(const __half* a, const __half* adot, const __half* ybar,
                                             const __half* ydotbar, __half* abar, __half* adotbar, int kind, float s,
-                                            int chunks, int block, int start, int count, int width) {
-    GRID_STRIDE(i, (i64)chunks * count * width) {
-        i64 e = row_elem(i, block, start, count, width);
+                                            Rows r) {
+    GRID_STRIDE(i, row_elems(r)) {
+        i64 e = row_elem(i, r);
         float v, d1, d2;
         act_eval(kind, s, ld(a, e), &v, &d1, &d2);
         float tb = ld(ydotbar, e);
@@ -63,10 +63,10 @@ extern "C" __global__ void act_jvp_backward(const __half* a, const __half* adot,
 // it) and y = half(sigma(y_lin)), from the rounded y_lin as the unfused pair
 // (linear.cu's bias_cast, then act_forward) computes it.
 extern "C" __global__ void bias_act_forward(const float* acc, const __half* b, __half* y_lin, __half* y, int kind,
-                                            float s, int chunks, int block, int start, int count, int width) {
-    GRID_STRIDE(i, (i64)chunks * count * width) {
-        i64 e = row_elem(i, block, start, count, width);
-        __half h = __float2half_rn(acc[e] + __half2float(b[i % width]));
+                                            float s, Rows r) {
+    GRID_STRIDE(i, row_elems(r)) {
+        i64 e = row_elem(i, r);
+        __half h = __float2half_rn(acc[e] + __half2float(b[i % r.width]));
         y_lin[e] = h;
         float v, d1, d2;
         act_eval(kind, s, __half2float(h), &v, &d1, &d2);
@@ -77,10 +77,10 @@ extern "C" __global__ void bias_act_forward(const float* acc, const __half* b, _
 // The same pair's tangents (jvp): t_lin = half(acc + c) and
 // t = half(sigma'(a) t_lin), a the pair's linear output from the forward.
 extern "C" __global__ void bias_act_jvp(const float* acc, const __half* c, const __half* a, __half* t_lin, __half* t,
-                                        int kind, float s, int chunks, int block, int start, int count, int width) {
-    GRID_STRIDE(i, (i64)chunks * count * width) {
-        i64 e = row_elem(i, block, start, count, width);
-        __half h = __float2half_rn(acc[e] + __half2float(c[i % width]));
+                                        int kind, float s, Rows r) {
+    GRID_STRIDE(i, row_elems(r)) {
+        i64 e = row_elem(i, r);
+        __half h = __float2half_rn(acc[e] + __half2float(c[i % r.width]));
         t_lin[e] = h;
         float v, d1, d2;
         act_eval(kind, s, ld(a, e), &v, &d1, &d2);

@@ -69,7 +69,7 @@ extern "C" __global__ void gen_loss_seeds(const __half* d, __half* ybar, int chu
                                           const float* scale_p) {
     float scale = *scale_p;
     GRID_STRIDE(i, (i64)chunks * n) {
-        i64 e = row_elem(i, 2 * n, n, n, 1);
+        i64 e = row_elem(i, Rows{chunks, 2 * n, n, n, 1});
         ybar[e] = __float2half_rn(gen_loss_grad(obj, __half2float(d[e])) * inv_b * scale);
     }
 }
@@ -81,7 +81,7 @@ extern "C" __global__ void phase2_seeds(const __half* d, const __half* ddot, __h
                                         const float* scale_p) {
     float scale = *scale_p;
     GRID_STRIDE(i, (i64)chunks * n) {
-        i64 e = row_elem(i, 2 * n, n, n, 1);
+        i64 e = row_elem(i, Rows{chunks, 2 * n, n, n, 1});
         float di = __half2float(d[e]);
         float t = __half2float(ddot[e]);
         ybar[e] = __float2half_rn((gen_loss_grad(obj, di) + two_eta * obj_d2f(obj, -di) * t) * inv_b * scale);

@@ -69,10 +69,10 @@ __device__ __forceinline__ unsigned int step_hi(unsigned int purpose, const unsi
 }
 
 template <typename T>
-__device__ void normals(T* out, uint2 key, unsigned int step_lo, unsigned int hi, unsigned int first,
-                        int chunks, int block, int start, int count, int width) {
+__device__ void normals(T* out, uint2 key, unsigned int step_lo, unsigned int hi, unsigned int first, Rows r) {
+    int width = r.width, count = r.count, block = r.block, start = r.start;
     int blocks4 = (width + 3) / 4;
-    GRID_STRIDE(t, (i64)chunks * count * blocks4) {
+    GRID_STRIDE(t, (i64)r.chunks * count * blocks4) {
         i64 s = t / blocks4;
         int b = (int)(t - s * blocks4);
         uint4 w = philox(key, make_uint4((unsigned int)b, first + (unsigned int)s, step_lo, hi));
@@ -86,17 +86,13 @@ __device__ void normals(T* out, uint2 key, unsigned int step_lo, unsigned int hi
 }
 
 extern "C" __global__ void normals_f16(__half* out, unsigned int key0, unsigned int key1, unsigned int purpose,
-                                       const unsigned long long* step, unsigned int first, int chunks, int block,
-                                       int start, int count, int width) {
-    normals(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, chunks, block, start, count,
-            width);
+                                       const unsigned long long* step, unsigned int first, Rows r) {
+    normals(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, r);
 }
 
 extern "C" __global__ void normals_f32(float* out, unsigned int key0, unsigned int key1, unsigned int purpose,
-                                       const unsigned long long* step, unsigned int first, int chunks, int block,
-                                       int start, int count, int width) {
-    normals(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, chunks, block, start, count,
-            width);
+                                       const unsigned long long* step, unsigned int first, Rows r) {
+    normals(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, r);
 }
 
 // Real samples from a mixture of isotropic 2-D Gaussians (centres: ncentres
@@ -104,8 +100,9 @@ extern "C" __global__ void normals_f32(float* out, unsigned int key0, unsigned i
 // words 1 and 2, in double as on the CPU.
 template <typename T>
 __device__ void mixture(T* out, uint2 key, unsigned int step_lo, unsigned int hi, unsigned int first,
-                        const double* centres, int ncentres, double sd, int chunks, int block, int start, int count) {
-    GRID_STRIDE(s, (i64)chunks * count) {
+                        const double* centres, int ncentres, double sd, Rows r) {
+    int count = r.count, block = r.block, start = r.start;
+    GRID_STRIDE(s, (i64)r.chunks * count) {
         uint4 w = philox(key, make_uint4(0u, first + (unsigned int)s, step_lo, hi));
         int k = (int)(((unsigned long long)w.x * (unsigned long long)ncentres) >> 32);
         float2 n = box_muller(w.y, w.z);
@@ -118,14 +115,12 @@ __device__ void mixture(T* out, uint2 key, unsigned int step_lo, unsigned int hi
 
 extern "C" __global__ void mixture_f16(__half* out, unsigned int key0, unsigned int key1, unsigned int purpose,
                                        const unsigned long long* step, unsigned int first, const double* centres,
-                                       int ncentres, double sd, int chunks, int block, int start, int count) {
-    mixture(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, centres, ncentres, sd, chunks,
-            block, start, count);
+                                       int ncentres, double sd, Rows r) {
+    mixture(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, centres, ncentres, sd, r);
 }
 
 extern "C" __global__ void mixture_f32(float* out, unsigned int key0, unsigned int key1, unsigned int purpose,
                                        const unsigned long long* step, unsigned int first, const double* centres,
-                                       int ncentres, double sd, int chunks, int block, int start, int count) {
-    mixture(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, centres, ncentres, sd, chunks,
-            block, start, count);
+                                       int ncentres, double sd, Rows r) {
+    mixture(out, make_uint2(key0, key1), step_lo(step), step_hi(purpose, step), first, centres, ncentres, sd, r);
 }

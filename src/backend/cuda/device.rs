@@ -53,7 +53,32 @@ impl Rows {
     pub fn elems(&self, width: usize) -> usize {
         self.chunks * self.count * width
     }
+
+    /// The selection of `width`-wide rows as the kernels take it.
+    pub fn arg(&self, width: usize) -> RowsArg {
+        RowsArg {
+            chunks: i32_of(self.chunks),
+            block: i32_of(self.block),
+            start: i32_of(self.start),
+            count: i32_of(self.count),
+            width: i32_of(width),
+        }
+    }
 }
+
+/// kernels/common.cuh's `Rows`, passed by value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RowsArg {
+    chunks: i32,
+    block: i32,
+    start: i32,
+    count: i32,
+    width: i32,
+}
+
+// SAFETY: a plain #[repr(C)] struct of i32s, laid out as the C struct.
+unsafe impl DeviceRepr for RowsArg {}
 
 /// One strided-batched GEMM (cuBLAS's column-major convention), fp16
 /// operands, fp32 accumulation; C in fp32 or fp16.
@@ -105,14 +130,15 @@ fn grid_for(n: usize) -> LaunchConfig {
 }
 
 macro_rules! launch {
-    ($gpu:expr, $name:literal, $cfg:expr $(, $arg:expr)* $(,)?) => {{
-        let f = $gpu.kernels.get($name);
+    ($gpu:expr, $name:expr, $cfg:expr $(, $arg:expr)* $(,)?) => {{
+        let name: &str = $name;
+        let f = $gpu.kernels.get(name);
         let mut b = $gpu.stream.launch_builder(f);
         $( let a = $arg; b.arg(&a); )*
         // SAFETY: the argument list matches the kernel's signature in
         // kernels/*.cu, and every address points into a live buffer of the
         // size the kernel indexes (checked by the callers' layouts).
-        unsafe { b.launch($cfg) }.map(|_| ()).map_err(cuda_err(concat!("launch of ", $name)))
+        unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| Error::runtime(format!("CUDA launch of {name}: {e}")))
     }};
 }
 
@@ -273,38 +299,11 @@ impl Gpu {
     // ---- activation.cu ----
 
     pub fn act_forward(&self, kind: (i32, f32), a: u64, y: u64, r: Rows, width: usize) -> Result<()> {
-        launch!(
-            self,
-            "act_forward",
-            grid_for(r.elems(width)),
-            a,
-            y,
-            kind.0,
-            kind.1,
-            i32_of(r.chunks),
-            i32_of(r.block),
-            i32_of(r.start),
-            i32_of(r.count),
-            i32_of(width)
-        )
+        launch!(self, "act_forward", grid_for(r.elems(width)), a, y, kind.0, kind.1, r.arg(width))
     }
 
     pub fn act_backward(&self, kind: (i32, f32), a: u64, dy: u64, da: u64, r: Rows, width: usize) -> Result<()> {
-        launch!(
-            self,
-            "act_backward",
-            grid_for(r.elems(width)),
-            a,
-            dy,
-            da,
-            kind.0,
-            kind.1,
-            i32_of(r.chunks),
-            i32_of(r.block),
-            i32_of(r.start),
-            i32_of(r.count),
-            i32_of(width)
-        )
+        launch!(self, "act_backward", grid_for(r.elems(width)), a, dy, da, kind.0, kind.1, r.arg(width))
     }
 
     /// `adot` and `adotbar` may be 0 (none).
@@ -333,11 +332,7 @@ impl Gpu {
             adotbar,
             kind.0,
             kind.1,
-            i32_of(r.chunks),
-            i32_of(r.block),
-            i32_of(r.start),
-            i32_of(r.count),
-            i32_of(width)
+            r.arg(width)
         )
     }
 
@@ -353,22 +348,7 @@ impl Gpu {
         r: Rows,
         width: usize,
     ) -> Result<()> {
-        launch!(
-            self,
-            "bias_act_forward",
-            grid_for(r.elems(width)),
-            acc,
-            b,
-            y_lin,
-            y,
-            kind.0,
-            kind.1,
-            i32_of(r.chunks),
-            i32_of(r.block),
-            i32_of(r.start),
-            i32_of(r.count),
-            i32_of(width)
-        )
+        launch!(self, "bias_act_forward", grid_for(r.elems(width)), acc, b, y_lin, y, kind.0, kind.1, r.arg(width))
     }
 
     /// Fused tangents of Linear + activation: t_lin = half(acc + c), t = σ'(a) t_lin.
@@ -384,42 +364,14 @@ impl Gpu {
         r: Rows,
         width: usize,
     ) -> Result<()> {
-        launch!(
-            self,
-            "bias_act_jvp",
-            grid_for(r.elems(width)),
-            acc,
-            c,
-            a,
-            t_lin,
-            t,
-            kind.0,
-            kind.1,
-            i32_of(r.chunks),
-            i32_of(r.block),
-            i32_of(r.start),
-            i32_of(r.count),
-            i32_of(width)
-        )
+        launch!(self, "bias_act_jvp", grid_for(r.elems(width)), acc, c, a, t_lin, t, kind.0, kind.1, r.arg(width))
     }
 
     // ---- linear.cu ----
 
     /// y = half(acc + b) (b may be 0: none).
     pub fn bias_cast(&self, acc: u64, b: u64, y: u64, r: Rows, width: usize) -> Result<()> {
-        launch!(
-            self,
-            "bias_cast",
-            grid_for(r.elems(width)),
-            acc,
-            b,
-            y,
-            i32_of(r.chunks),
-            i32_of(r.block),
-            i32_of(r.start),
-            i32_of(r.count),
-            i32_of(width)
-        )
+        launch!(self, "bias_cast", grid_for(r.elems(width)), acc, b, y, r.arg(width))
     }
 
     /// out[c * out_stride + j] = scale * Σ_rows dy[., j], one sum per chunk.
@@ -429,19 +381,7 @@ impl Gpu {
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(
-            self,
-            "colsum_chunks",
-            cfg,
-            dy,
-            out,
-            out_stride as i64,
-            scale,
-            i32_of(r.block),
-            i32_of(r.start),
-            i32_of(r.count),
-            i32_of(width)
-        )
+        launch!(self, "colsum_chunks", cfg, dy, out, out_stride as i64, scale, r.arg(width))
     }
 
     // ---- objective.cu ----
@@ -528,12 +468,8 @@ impl Gpu {
         width: usize,
     ) -> Result<()> {
         let cfg = grid_for(r.chunks * r.count * width.div_ceil(4));
-        let (c, b, s, n, w) = (i32_of(r.chunks), i32_of(r.block), i32_of(r.start), i32_of(r.count), i32_of(width));
-        if f32_out {
-            launch!(self, "normals_f32", cfg, out, key[0], key[1], purpose, step, first, c, b, s, n, w)
-        } else {
-            launch!(self, "normals_f16", cfg, out, key[0], key[1], purpose, step, first, c, b, s, n, w)
-        }
+        let name = if f32_out { "normals_f32" } else { "normals_f16" };
+        launch!(self, name, cfg, out, key[0], key[1], purpose, step, first, r.arg(width))
     }
 
     /// Mixture samples (width 2) for the selected rows; `centres` holds (x, y) pairs in f64.
@@ -552,13 +488,8 @@ impl Gpu {
     ) -> Result<()> {
         let cfg = grid_for(r.chunks * r.count);
         let nc = i32_of(centres.len() / 2);
-        let (c, b, s, n) = (i32_of(r.chunks), i32_of(r.block), i32_of(r.start), i32_of(r.count));
-        let cp = centres.ptr;
-        if f32_out {
-            launch!(self, "mixture_f32", cfg, out, key[0], key[1], purpose, step, first, cp, nc, sd, c, b, s, n)
-        } else {
-            launch!(self, "mixture_f16", cfg, out, key[0], key[1], purpose, step, first, cp, nc, sd, c, b, s, n)
-        }
+        let name = if f32_out { "mixture_f32" } else { "mixture_f16" };
+        launch!(self, name, cfg, out, key[0], key[1], purpose, step, first, centres.ptr, nc, sd, r.arg(2))
     }
 
     // ---- cast.cu ----
