@@ -76,7 +76,12 @@ pub const HEAD_THREADS: u32 = 256;
 /// The folder holding `cuda_fp16.h` for NVRTC: `$CUDA_HOME/include`, by
 /// default `/usr/local/cuda/include`.
 pub fn include_dir() -> Result<PathBuf> {
-    let home = std::env::var_os("CUDA_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/local/cuda"));
+    include_dir_of(std::env::var_os("CUDA_HOME").map(PathBuf::from))
+}
+
+/// `include_dir` for a given CUDA_HOME (None: the default).
+pub fn include_dir_of(cuda_home: Option<PathBuf>) -> Result<PathBuf> {
+    let home = cuda_home.unwrap_or_else(|| PathBuf::from("/usr/local/cuda"));
     let dir = home.join("include");
     if dir.join("cuda_fp16.h").is_file() {
         Ok(dir)
@@ -157,5 +162,23 @@ impl Kernels {
 
     pub fn get(&self, name: &str) -> &CudaFunction {
         self.functions.get(name).unwrap_or_else(|| panic!("no kernel named {name} in kernels/*.cu"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_cuda_fp16_h_is_a_clear_input_error() {
+        let home = std::env::temp_dir().join(format!("lockstep-no-cuda-{}", std::process::id()));
+        std::fs::create_dir_all(home.join("include")).unwrap();
+        let e = include_dir_of(Some(home.clone())).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let m = e.to_string();
+        assert!(m.contains("cuda_fp16.h") && m.contains("CUDA_HOME") && m.contains("--backend cpu"), "{m}");
+        std::fs::write(home.join("include/cuda_fp16.h"), "").unwrap();
+        assert_eq!(include_dir_of(Some(home.clone())).unwrap(), home.join("include"));
+        std::fs::remove_dir_all(&home).unwrap();
     }
 }
