@@ -216,7 +216,7 @@ impl Replica {
                 let cols = wire::result_columns(&self.layout, phase_two, req.with_gen_grad);
                 result.folded = chunks.start == 0;
                 result.partials = if result.folded {
-                    wire::pack_columns(&wire::fold_rows(&self.rows, stride), stride, &cols)
+                    wire::pack_folded(&self.rows, stride, &cols)
                 } else {
                     wire::pack_columns(&self.rows, stride, &cols)
                 };
