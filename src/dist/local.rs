@@ -81,6 +81,7 @@ pub fn serve(cfg: &Config, listen: &str, access: Access, deadline: Duration) -> 
     let server = builder
         .initial_stream_window_size(wire::WINDOW_BYTES)
         .initial_connection_window_size(wire::WINDOW_BYTES)
+        .max_frame_size(wire::MAX_FRAME_BYTES)
         .add_service(service)
         .serve_with_incoming_shutdown(super::coordinator::incoming(listener), async {
             let _ = stop_rx.await;

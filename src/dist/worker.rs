@@ -40,6 +40,7 @@ pub async fn connect_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Cha
         .map_err(|e| Error::input(format!("--coordinator {url}: not a valid URL ({e}); e.g. http://HOST:7070")))?
         .initial_stream_window_size(wire::WINDOW_BYTES)
         .initial_connection_window_size(wire::WINDOW_BYTES)
+        .max_frame_size(wire::MAX_FRAME_BYTES)
         .tcp_nodelay(true);
     if let Some(t) = tls {
         ep = ep.tls_config(t).map_err(|e| {
