@@ -15,7 +15,7 @@ pub const WINDOW_BYTES: u32 = 16 << 20;
 /// The largest HTTP/2 frame either end accepts (the default is 16 KiB): a
 /// tensor of a few hundred KB then crosses as one or a few DATA frames
 /// rather than dozens, which cut the communication time of a mog-ring step
-/// on loopback by about a third (README, "Distributed training").
+/// on loopback by about a quarter (README, "Distributed training").
 pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// The largest message a run needs: a phase result with one row per chunk,
