@@ -200,6 +200,11 @@ enum Command {
         /// Drive each step from the host even where the backend runs whole steps as one CUDA graph.
         #[arg(long)]
         host_step: bool,
+        /// Also report where a timed step's time goes (phase 1, phase 2, the
+        /// optimizer, the workers' compute) and the bytes per step on the
+        /// wire, from the trainer's metrics.
+        #[arg(long)]
+        breakdown: bool,
     },
 }
 
@@ -278,7 +283,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { checkpoint, n } => println!("{}", eval::run_eval(&checkpoint, n)?),
         Command::Sample { checkpoint, n, out, seed } => eval::run_sample(&checkpoint, n, &out, seed)?,
-        Command::Bench { config, backend, device, steps, warmup, workers, transport, threads, sets, host_step } => {
+        Command::Bench {
+            config,
+            backend,
+            device,
+            steps,
+            warmup,
+            workers,
+            transport,
+            threads,
+            sets,
+            host_step,
+            breakdown,
+        } => {
             let backend = BackendSpec { choice: backend, device };
             let o = bench::BenchOptions {
                 config: &config,
@@ -290,6 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                 threads,
                 sets,
                 host_step,
+                breakdown,
             };
             println!("{}", bench::run(&o)?);
         }

@@ -218,3 +218,37 @@ fn backend_cuda_without_a_gpu_is_a_clear_input_error_and_auto_falls_back() {
         println!("skipped: this machine has a usable GPU, so --backend cuda does not fail here");
     }
 }
+
+#[test]
+fn bench_breakdown_reports_phase_times_and_bytes_on_the_wire() {
+    let o = run(&[
+        "bench",
+        "--config",
+        TINY,
+        "--backend",
+        "cpu",
+        "--workers",
+        "2",
+        "--transport",
+        "grpc",
+        "--steps",
+        "5",
+        "--warmup",
+        "2",
+        "--breakdown",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let b = &v["breakdown"];
+    for k in ["step_ms", "phase_one_ms", "phase_one_compute_ms", "phase_two_ms", "optimizer_ms"] {
+        assert!(b[k].as_f64().is_some_and(|x| x >= 0.0), "{k}: {b}");
+    }
+    assert!(b["step_ms"].as_f64().unwrap() > 0.0, "{b}");
+    assert!(b["bytes_sent_per_step"].as_f64().unwrap() > 0.0, "{b}");
+    assert!(b["bytes_received_per_step"].as_f64().unwrap() > 0.0, "{b}");
+    // Without --breakdown, no recorder and no figures.
+    let o = run(&["bench", "--config", TINY, "--backend", "cpu", "--steps", "2", "--warmup", "0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["breakdown"].is_null(), "{v}");
+}

@@ -1,5 +1,6 @@
 //! `lockstep bench`: times training steps (after a warm-up) and prints one JSON line.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -22,6 +23,8 @@ pub struct BenchOptions<'a> {
     pub sets: Vec<String>,
     /// Drive every step from the host even when the backend can run whole steps (one CUDA graph).
     pub host_step: bool,
+    /// Report the phase breakdown and the bytes on the wire (`breakdown`).
+    pub breakdown: bool,
 }
 
 pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
@@ -32,6 +35,8 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         return Err(Error::input("--steps must be at least 1"));
     }
     super::set_threads(o.threads)?;
+    // Installed before the trainer and the workers register their series.
+    let recorder = if o.breakdown { Some(install_recorder()?) } else { None };
     let mut cfg = Config::load(o.config, &o.sets)?;
     cfg.train.steps = o.steps + o.warmup;
     let setup = trainer::setup(&cfg);
@@ -44,11 +49,16 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
     for _ in 0..o.warmup {
         t.step()?;
     }
+    let before = recorder.as_ref().map(|r| scrape(&r.render()));
     let start = Instant::now();
     for _ in 0..o.steps {
         t.step()?;
     }
     let secs = start.elapsed().as_secs_f64();
+    let breakdown = match (&recorder, &before) {
+        (Some(r), Some(b)) => Some(breakdown(b, &scrape(&r.render()), o.steps)),
+        _ => None,
+    };
     let sps = o.steps as f64 / secs;
     // Phase times: 200 more steps, each timed part by part (outside the timed loop).
     let profile = t.device_profile(200)?;
@@ -73,5 +83,77 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         "graph_kernels": profile.map(|p| p.graph_kernels),
         "phase_ms": profile.map(|p| json!({"one": p.phase_ms[0], "two": p.phase_ms[1], "optimizer": p.phase_ms[2]})),
         "device_memory_mib": profile.map(|p| p.device_memory_mib),
+        "breakdown": breakdown,
     }))
+}
+
+/// A Prometheus recorder installed as the global one, read back by `render`.
+fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let rec = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = rec.handle();
+    metrics::set_global_recorder(rec)
+        .map_err(|e| Error::runtime(format!("cannot install the metrics recorder: {e}")))?;
+    Ok(handle)
+}
+
+/// The value of every series in a Prometheus text rendering, by its name and labels.
+fn scrape(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Where the time of the `steps` steps between two scrapes went, in ms per
+/// step, and the bytes per step on the wire (sent and received by the
+/// coordinator).  `comm_ms` is a phase's wall time less the mean compute
+/// time the workers reported for it: messages, encoding, waiting.
+fn breakdown(before: &HashMap<String, f64>, after: &HashMap<String, f64>, steps: u64) -> serde_json::Value {
+    let sum = |name: &str, labels: &[&str]| -> f64 {
+        let total = |m: &HashMap<String, f64>| -> f64 {
+            m.iter()
+                .filter(|(k, _)| {
+                    k.split_once('{').is_some_and(|(n, _)| n == name) && labels.iter().all(|l| k.contains(l))
+                })
+                .map(|(_, v)| v)
+                .sum()
+        };
+        total(after) - total(before)
+    };
+    use crate::telemetry::names as n;
+    let per_step = |x: f64| (x * 1e3 / steps as f64 * 1000.0).round() / 1000.0;
+    let duration = format!("{}_sum", n::STEP_DURATION);
+    let phase = |p: &str| sum(&duration, &[&format!("phase=\"{p}\"")]);
+    let compute = |p: &str| {
+        let (s, c) = (
+            sum(&format!("{}_sum", n::WORKER_COMPUTE), &[&format!("phase=\"{p}\"")]),
+            sum(&format!("{}_count", n::WORKER_COMPUTE), &[&format!("phase=\"{p}\"")]),
+        );
+        // Mean per worker and phase, times the phases run per step.
+        let runs = sum(&format!("{}_count", n::STEP_DURATION), &[&format!("phase=\"{p}\"")]);
+        if c > 0.0 {
+            s / c * runs
+        } else {
+            0.0
+        }
+    };
+    let (one, two, opt, step) = (phase("one"), phase("two"), phase("optimizer"), phase("step"));
+    let (c1, c2) = (compute("one"), compute("two"));
+    let bytes = |dir: &str| sum(n::COMM_BYTES, &[&format!("direction=\"{dir}\"")]) / steps as f64;
+    json!({
+        "step_ms": per_step(step),
+        "phase_one_ms": per_step(one),
+        "phase_one_compute_ms": per_step(c1),
+        "phase_one_comm_ms": per_step(one - c1),
+        "phase_two_ms": per_step(two),
+        "phase_two_compute_ms": per_step(c2),
+        "phase_two_comm_ms": per_step(two - c2),
+        "optimizer_ms": per_step(opt),
+        "other_ms": per_step(step - one - two - opt),
+        "bytes_sent_per_step": bytes("sent").round(),
+        "bytes_received_per_step": bytes("received").round(),
+    })
 }

@@ -92,8 +92,9 @@ pub fn run_worker(o: &WorkerOptions) -> Result<()> {
         }
         (None, None) => None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the session reads a request, computes and writes its
+    // result on it (see worker::run_session), with no hand-over between threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::runtime(format!("cannot start the gRPC runtime: {e}")))?;

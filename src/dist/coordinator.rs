@@ -3,12 +3,12 @@
 //! from which the trainer takes them.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc as tmpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::{self, coordinator_message, worker_message};
 use super::remote::RemoteWorker;
@@ -128,49 +128,9 @@ impl proto::coordinator_server::Coordinator for CoordinatorService {
         tx.send(Ok(proto::CoordinatorMessage { kind: Some(coordinator_message::Kind::Welcome(welcome)) }))
             .await
             .map_err(|_| Status::unavailable("session closed"))?;
-        let (res_tx, res_rx) = mpsc::channel();
-        tokio::spawn(read_results(inbound, res_tx, tx.downgrade()));
         eprintln!("lockstep: worker {id} joined ({}, {}, capacity {})", join.backend, join.device, join.capacity);
-        self.lobby.add(RemoteWorker::new(id, &join, tx, res_rx, self.layout, self.deadline));
+        let rt = tokio::runtime::Handle::current();
+        self.lobby.add(RemoteWorker::new(id, &join, tx, inbound, rt, self.layout, self.deadline));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
-}
-
-/// Hands a session's results to its `RemoteWorker` until the stream ends.  A
-/// message that breaks the protocol (not a PhaseResult, or over the size
-/// limit) ends the session: the worker gets a status saying why, before the
-/// stream is dropped, and the `RemoteWorker` the same status as an error.
-async fn read_results(
-    mut inbound: Streaming<proto::WorkerMessage>,
-    results: mpsc::Sender<std::result::Result<proto::PhaseResult, Status>>,
-    outbound: tmpsc::WeakSender<std::result::Result<proto::CoordinatorMessage, Status>>,
-) {
-    let refusal = loop {
-        match inbound.message().await {
-            Ok(Some(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(r)) })) => {
-                if results.send(Ok(r)).is_err() {
-                    return;
-                }
-            }
-            Ok(Some(_)) => {
-                break Status::invalid_argument("after Join a worker sends only PhaseResult messages; got another kind")
-            }
-            Ok(None) => {
-                let _ = results.send(Err(Status::cancelled("closed its session")));
-                return;
-            }
-            // Too large, or not a message at all: the worker's fault.
-            Err(s) if matches!(s.code(), Code::OutOfRange | Code::Internal | Code::InvalidArgument) => {
-                break Status::new(s.code(), format!("the coordinator cannot take your message: {}", s.message()))
-            }
-            Err(s) => {
-                let _ = results.send(Err(Status::new(s.code(), format!("session failed: {}", s.message()))));
-                return;
-            }
-        }
-    };
-    if let Some(tx) = outbound.upgrade() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(Err(refusal.clone()))).await;
-    }
-    let _ = results.send(Err(refusal));
 }

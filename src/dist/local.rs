@@ -81,6 +81,7 @@ pub fn serve(cfg: &Config, listen: &str, access: Access, deadline: Duration) -> 
     let server = builder
         .initial_stream_window_size(wire::WINDOW_BYTES)
         .initial_connection_window_size(wire::WINDOW_BYTES)
+        .max_frame_size(wire::MAX_FRAME_BYTES)
         .add_service(service)
         .serve_with_incoming_shutdown(super::coordinator::incoming(listener), async {
             let _ = stop_rx.await;
@@ -98,17 +99,29 @@ pub fn serve(cfg: &Config, listen: &str, access: Access, deadline: Duration) -> 
 pub fn start(cfg: &Config, n: usize, choice: BackendSpec) -> Result<(Loopback, Vec<Box<dyn Backend>>)> {
     let (lb, lobby) = serve(cfg, "127.0.0.1:0", Access::default(), PHASE_DEADLINE)?;
     let url = format!("http://{}", lb.addr);
-    for _ in 0..n {
+    for i in 0..n {
         let url = url.clone();
-        lb.runtime.spawn(async move {
-            let r = match worker::connect(&url).await {
-                Ok(ch) => worker::run_session(ch, choice, None).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = r {
-                eprintln!("lockstep: local worker: {e}");
-            }
-        });
+        // Each worker on a thread of its own running a single-threaded
+        // runtime: it reads a request, computes and writes the result on
+        // that one thread (no wake-ups across threads on the worker's side).
+        let run = move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::runtime(format!("cannot start a local worker's runtime: {e}")))?;
+            rt.block_on(async {
+                let ch = worker::connect(&url).await?;
+                worker::run_session(ch, choice, None).await
+            })
+        };
+        std::thread::Builder::new()
+            .name(format!("lockstep-worker-{i}"))
+            .spawn(move || {
+                if let Err(e) = run() {
+                    eprintln!("lockstep: local worker: {e}");
+                }
+            })
+            .map_err(|e| Error::runtime(format!("cannot start a local worker's thread: {e}")))?;
     }
     let workers = lobby.wait_for(n, Duration::from_secs(60))?;
     let workers = workers.into_iter().map(|w| Box::new(w) as Box<dyn Backend>).collect();

@@ -2,13 +2,12 @@
 //! `Backend`: parameters and phase requests go out on the session's stream;
 //! each phase waits, up to a deadline, for the worker's result.
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use tokio::sync::mpsc as tmpsc;
-use tonic::Status;
+use tonic::{Code, Status, Streaming};
 
-use super::proto::{self, coordinator_message::Kind};
+use super::proto::{self, coordinator_message::Kind, worker_message};
 use super::validate::{self, Verdict};
 use super::wire;
 use crate::backend::{Backend, Draw, ShardTask};
@@ -18,9 +17,9 @@ use crate::gan::phases::PartialLayout;
 
 pub type Outbound = tmpsc::Sender<std::result::Result<proto::CoordinatorMessage, Status>>;
 
-/// What the session's reader hands over: a result, or why the stream ended
-/// (a status the worker has already been sent, where it broke the protocol).
-pub type Inbound = mpsc::Receiver<std::result::Result<proto::PhaseResult, Status>>;
+/// The worker's side of the session's stream, read by the trainer's thread
+/// itself (blocking on the runtime's handle: no task in between).
+pub type Inbound = Streaming<proto::WorkerMessage>;
 
 pub struct RemoteWorker {
     pub id: u32,
@@ -29,6 +28,8 @@ pub struct RemoteWorker {
     capacity: f64,
     tx: Outbound,
     rx: Inbound,
+    /// The runtime serving the session.
+    rt: tokio::runtime::Handle,
     /// Where each quantity sits in a row of partial sums.
     layout: PartialLayout,
     deadline: Duration,
@@ -47,6 +48,7 @@ impl RemoteWorker {
         join: &proto::Join,
         tx: Outbound,
         rx: Inbound,
+        rt: tokio::runtime::Handle,
         layout: PartialLayout,
         deadline: Duration,
     ) -> RemoteWorker {
@@ -57,6 +59,7 @@ impl RemoteWorker {
             capacity: join.capacity,
             tx,
             rx,
+            rt,
             layout,
             deadline,
             next_request: 1,
@@ -101,23 +104,39 @@ impl RemoteWorker {
         }
     }
 
-    /// Waits, up to the deadline, for the next result (or why the session ended).
+    /// Waits, up to the deadline, for the next result (or why the session
+    /// ended).  A message that breaks the protocol (not a PhaseResult, or
+    /// over the size limit) ends the session: the worker gets a status
+    /// saying why, and the error says the same.
     fn receive(&mut self, want: &validate::Expected) -> Result<proto::PhaseResult> {
-        match self.rx.recv_timeout(self.deadline) {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(st)) => Err(Error::runtime(format!("worker {}: {}", self.id, st.message()))),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::runtime(format!(
-                "worker {} ({}) missed the {:.0} s deadline of step {}, phase {}",
-                self.id,
-                self.device,
-                self.deadline.as_secs_f64(),
-                want.step,
-                want.phase
-            ))),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                Err(Error::runtime(format!("worker {}: its session has closed", self.id)))
+        let (rx, deadline) = (&mut self.rx, self.deadline);
+        // The timer is made inside the runtime's context.
+        let next = self.rt.block_on(async move { tokio::time::timeout(deadline, rx.message()).await });
+        let refusal = match next {
+            Ok(Ok(Some(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(r)) }))) => return Ok(r),
+            Ok(Ok(Some(_))) => {
+                Status::invalid_argument("after Join a worker sends only PhaseResult messages; got another kind")
             }
-        }
+            Ok(Ok(None)) => return Err(Error::runtime(format!("worker {}: closed its session", self.id))),
+            // Too large, or not a message at all: the worker's fault.
+            Ok(Err(s)) if matches!(s.code(), Code::OutOfRange | Code::Internal | Code::InvalidArgument) => {
+                Status::new(s.code(), format!("the coordinator cannot take your message: {}", s.message()))
+            }
+            Ok(Err(s)) => return Err(Error::runtime(format!("worker {}: session failed: {}", self.id, s.message()))),
+            Err(_) => {
+                return Err(Error::runtime(format!(
+                    "worker {} ({}) missed the {:.0} s deadline of step {}, phase {}",
+                    self.id,
+                    self.device,
+                    self.deadline.as_secs_f64(),
+                    want.step,
+                    want.phase
+                )))
+            }
+        };
+        let msg = format!("worker {}: {}", self.id, refusal.message());
+        let _ = self.tx.try_send(Err(refusal));
+        Err(Error::runtime(msg))
     }
 
     /// Ends the worker's session with `st` (best effort: a worker that does

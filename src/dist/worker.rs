@@ -3,7 +3,6 @@
 //! shard's partial sums (folded into one row when the shard starts at chunk
 //! 0, which cuts the bytes of a single worker to one row per phase).
 
-use std::sync::mpsc;
 use std::time::Instant;
 
 use tokio::sync::mpsc as tmpsc;
@@ -41,6 +40,7 @@ pub async fn connect_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Cha
         .map_err(|e| Error::input(format!("--coordinator {url}: not a valid URL ({e}); e.g. http://HOST:7070")))?
         .initial_stream_window_size(wire::WINDOW_BYTES)
         .initial_connection_window_size(wire::WINDOW_BYTES)
+        .max_frame_size(wire::MAX_FRAME_BYTES)
         .tcp_nodelay(true);
     if let Some(t) = tls {
         ep = ep.tls_config(t).map_err(|e| {
@@ -87,26 +87,34 @@ pub async fn run_session_noting(
         Err(s) => return Err(refusal(s)),
     };
     *joined = true;
-    let replica = Replica::from_welcome(&welcome, choice)?;
-    // The replica computes on its own thread; this task only moves messages.
-    let (work_tx, work_rx) = mpsc::channel::<Kind>();
-    let id = welcome.worker_id;
-    let compute = std::thread::spawn(move || serve(replica, id, work_rx, out_tx));
-    let end = loop {
-        match inbound.message().await {
-            Ok(Some(proto::CoordinatorMessage { kind: Some(k) })) => {
-                if work_tx.send(k).is_err() {
-                    break Ok(());
-                }
+    let mut replica = Replica::from_welcome(&welcome, choice)?;
+    // The replica computes right here, between reading a request and writing
+    // its result: no hand-over to another thread and back.  This blocks the
+    // runtime's thread while it computes, which is what a worker's runtime
+    // is for (local mode gives each worker a runtime of its own).
+    let id = welcome.worker_id.to_string();
+    let name = crate::telemetry::names::WORKER_COMPUTE;
+    let compute = [
+        metrics::histogram!(name, "worker" => id.clone(), "phase" => "one"),
+        metrics::histogram!(name, "worker" => id, "phase" => "two"),
+    ];
+    loop {
+        let req = match inbound.message().await {
+            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Params(p)) })) => {
+                replica.set_params(&p)?;
+                continue;
             }
+            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Phase(r)) })) => r,
             Ok(Some(_)) => continue,
-            Ok(None) => break Ok(()),
-            Err(s) => break Err(ended(s)),
+            Ok(None) => return Ok(()),
+            Err(s) => return Err(ended(s)),
+        };
+        let result = replica.answer(&req);
+        compute[usize::from(req.phase == proto::Phase::Two as i32)].record(result.compute_seconds);
+        if out_tx.send(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(result)) }).await.is_err() {
+            return Ok(());
         }
-    };
-    drop(work_tx);
-    let served = compute.join().unwrap_or_else(|_| Err(Error::runtime("the worker's compute thread panicked")));
-    end.and(served)
+    }
 }
 
 /// Whether a status refuses something this worker sent, which trying again
@@ -216,7 +224,7 @@ impl Replica {
                 let cols = wire::result_columns(&self.layout, phase_two, req.with_gen_grad);
                 result.folded = chunks.start == 0;
                 result.partials = if result.folded {
-                    wire::pack_columns(&wire::fold_rows(&self.rows, stride), stride, &cols)
+                    wire::pack_folded(&self.rows, stride, &cols)
                 } else {
                     wire::pack_columns(&self.rows, stride, &cols)
                 };
@@ -226,36 +234,6 @@ impl Replica {
         }
         result
     }
-}
-
-/// Answers phase requests until the session ends.
-fn serve(
-    mut replica: Replica,
-    id: u32,
-    rx: mpsc::Receiver<Kind>,
-    tx: tmpsc::Sender<proto::WorkerMessage>,
-) -> Result<()> {
-    let name = crate::telemetry::names::WORKER_COMPUTE;
-    let compute = [
-        metrics::histogram!(name, "worker" => id.to_string(), "phase" => "one"),
-        metrics::histogram!(name, "worker" => id.to_string(), "phase" => "two"),
-    ];
-    while let Ok(k) = rx.recv() {
-        let req = match k {
-            Kind::Params(p) => {
-                replica.set_params(&p)?;
-                continue;
-            }
-            Kind::Phase(r) => r,
-            Kind::Welcome(_) => continue,
-        };
-        let result = replica.answer(&req);
-        compute[usize::from(req.phase == proto::Phase::Two as i32)].record(result.compute_seconds);
-        if tx.blocking_send(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(result)) }).is_err() {
-            break;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
