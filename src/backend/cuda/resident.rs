@@ -1,12 +1,13 @@
 //! The whole training step on the GPU, captured once as a CUDA graph and
 //! replayed every step: the step's inputs copied from pinned host memory,
-//! phase 1 on every chunk, the in-order reduction of the partial sums,
-//! phase 2 with v taken straight from the reduction, the non-finite check,
-//! both optimizers on the fp32 master weights (gated on the device by that
-//! check), the report copied back.  The host waits once per step, for the
-//! report (it decides the loss scale and counts the skip).  The same
-//! kernels in the same order as the host-driven step on this backend, so the
-//! results are bit for bit the same (tests/cuda.rs).
+//! phase 1 on every chunk, the in-order reduction of the partial sums (which
+//! also unscales them, counts non-finite sums and casts v to fp16), phase 2
+//! and its reduction, both optimizers on the fp32 master weights in one
+//! launch (gated on the device by the non-finite count), the report copied
+//! back.  The host waits once per step, for the report (it decides the loss
+//! scale and counts the skip).  The same arithmetic in the same order as the
+//! host-driven step on this backend, so the results are bit for bit the same
+//! (tests/cuda.rs).
 
 use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUgraphNodeType, CUstreamCaptureMode};
 use cudarc::driver::{CudaEvent, CudaGraph};
@@ -68,7 +69,7 @@ pub struct Resident {
 impl CudaBackend {
     /// Enqueues part `part` of a step (what the graph captures): 0 the
     /// step's inputs and phase 1 with its reduction, 1 phase 2 with its
-    /// reduction, 2 the finiteness check, the optimizers and the report.
+    /// reduction, 2 the optimizers and the report.
     fn enqueue_part(&mut self, part: usize, with_gen_grad: bool) -> Result<()> {
         let (k, stride, lay) = (self.setup.chunks, self.layout.stride(), self.layout);
         let sum = self.resident.as_ref().expect("loaded").sum.ptr;
