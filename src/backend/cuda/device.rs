@@ -8,7 +8,6 @@ use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
 use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
-use half::f16;
 
 use super::kernels::{Kernels, HEAD_THREADS};
 use crate::error::{Error, Result};
@@ -214,21 +213,6 @@ impl Gpu {
         // SAFETY: `ptr` addresses at least `n` values of a live buffer (the caller's layout).
         unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut v, ptr) }.map_err(cuda_err("copy to host"))?;
         Ok(v)
-    }
-
-    /// Writes `src` at device address `ptr` (after the stream's work).
-    pub fn write<T: DeviceRepr>(&self, ptr: u64, src: &[T]) -> Result<()> {
-        self.sync()?;
-        self.ctx.bind_to_thread().map_err(cuda_err("context"))?;
-        // SAFETY: `ptr` addresses room for `src.len()` values of a live buffer.
-        unsafe { cudarc::driver::result::memcpy_htod_sync(ptr, src) }.map_err(cuda_err("copy to device"))
-    }
-
-    /// Stream-ordered copy of `bytes` bytes between device addresses.
-    pub fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
-        // SAFETY: both addresses span `bytes` bytes of live buffers.
-        unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
-            .map_err(cuda_err("device copy"))
     }
 
     /// Stream-ordered zeroing of `bytes` bytes at `dst`.
@@ -669,9 +653,4 @@ impl Drop for Pinned {
         // SAFETY: allocated by malloc_host in `new`, freed once.
         let _ = unsafe { cudarc::driver::result::free_host(self.ptr as *mut _) };
     }
-}
-
-/// fp16 copies for uploads in tests and twins.
-pub fn to_f16(v: &[f32]) -> Vec<f16> {
-    v.iter().map(|&x| f16::from_f32(x)).collect()
 }
