@@ -4,22 +4,16 @@
 //! refused.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use lockstep::checkpoint;
 
 mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockstep"))
-}
+use common::{bin, finish, free_port, params};
 
 fn tmp(name: &str) -> PathBuf {
     common::tmp("cluster", name)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn worker(port: u16, token: Option<&Path>) -> Child {
@@ -29,15 +23,6 @@ fn worker(port: u16, token: Option<&Path>) -> Child {
         c.arg("--token-file").arg(t);
     }
     c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
-}
-
-fn finish(c: Child) -> Output {
-    c.wait_with_output().unwrap()
-}
-
-fn params(dir: &Path) -> (Vec<u32>, Vec<u32>) {
-    let s = checkpoint::load(&checkpoint::latest(dir).unwrap()).unwrap().state;
-    (common::bits(&s.gen), common::bits(&s.disc))
 }
 
 #[test]

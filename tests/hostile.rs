@@ -92,7 +92,7 @@ fn bad_sessions_are_refused_and_good_workers_still_train() {
 // Bad results from a worker that has joined a coordinator process.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 
 use lockstep::checkpoint;
 use lockstep::dist::proto::coordinator_message::Kind;
@@ -100,22 +100,7 @@ use lockstep::dist::worker::Replica;
 
 mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockstep"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn finish(c: Child) -> Output {
-    c.wait_with_output().unwrap()
-}
-
-fn params(dir: &Path) -> (Vec<u32>, Vec<u32>) {
-    let s = checkpoint::load(&checkpoint::latest(dir).unwrap()).unwrap().state;
-    (common::bits(&s.gen), common::bits(&s.disc))
-}
+use common::{bin, finish, free_port, params};
 
 /// `lockstep train` in process (no gRPC) for `steps` steps, into `d/local`.
 fn local_run(d: &Path, steps: &str) -> PathBuf {

@@ -4,28 +4,13 @@
 //! certificate files are exit code 2 naming the flag.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 
 use lockstep::checkpoint;
 
 mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockstep"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn finish(c: Child) -> Output {
-    c.wait_with_output().unwrap()
-}
-
-fn params(dir: &Path) -> (Vec<u32>, Vec<u32>) {
-    let s = checkpoint::load(&checkpoint::latest(dir).unwrap()).unwrap().state;
-    (common::bits(&s.gen), common::bits(&s.disc))
-}
+use common::{bin, finish, free_port, params};
 
 /// A self-signed certificate for "localhost" and its key, as PEM files in
 /// `d` named `name.pem` and `name.key`.

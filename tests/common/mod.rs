@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use lockstep::checkpoint;
@@ -37,4 +38,25 @@ pub fn wait_for_step(dir: &Path, step: u64) {
 /// The bit patterns of `v`, for bitwise comparisons.
 pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The `lockstep` binary of this build.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lockstep"))
+}
+
+/// A TCP port free on loopback just now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits for a process and collects its output.
+pub fn finish(c: Child) -> Output {
+    c.wait_with_output().unwrap()
+}
+
+/// The parameters of a run directory's newest checkpoint, as bits (for bitwise comparisons).
+pub fn params(dir: &Path) -> (Vec<u32>, Vec<u32>) {
+    let s = checkpoint::load(&checkpoint::latest(dir).unwrap()).unwrap().state;
+    (bits(&s.gen), bits(&s.disc))
 }
