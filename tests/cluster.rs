@@ -56,14 +56,8 @@ fn coordinator_and_two_worker_processes_match_local_mode_bitwise() {
         .spawn()
         .unwrap();
     let (w1, w2) = (worker(port, None), worker(port, None));
-    let c = finish(coord);
-    assert!(c.status.success(), "coordinator: {}", String::from_utf8_lossy(&c.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    let (_, summary) = common::finish_cluster(coord, vec![w1, w2]);
     assert_eq!(summary["workers"], 2);
-    for w in [w1, w2] {
-        let o = finish(w);
-        assert!(o.status.success(), "worker: {}", String::from_utf8_lossy(&o.stderr));
-    }
     assert_eq!(params(&local), params(&run));
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -69,16 +69,9 @@ fn a_tls_coordinator_and_workers_match_an_in_process_run_bitwise() {
     // dials the host itself (verified by default).
     let w1 = worker(&format!("http://127.0.0.1:{port}"), &["--tls-ca", ca, "--tls-domain", "localhost"]);
     let w2 = worker(&format!("https://localhost:{port}"), &["--tls-ca", ca]);
-    let c = finish(coord);
-    let err = String::from_utf8_lossy(&c.stderr);
-    assert!(c.status.success(), "coordinator: {err}");
+    let (err, summary) = common::finish_cluster(coord, vec![w1, w2]);
     assert!(err.contains("(TLS)"), "{err}");
-    let summary: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
     assert_eq!(summary["workers"], 2);
-    for w in [w1, w2] {
-        let o = finish(w);
-        assert!(o.status.success(), "worker: {}", String::from_utf8_lossy(&o.stderr));
-    }
     assert_eq!(params(&local), params(&run));
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -86,6 +86,24 @@ pub struct StepReport {
     pub skipped: bool,
 }
 
+impl StepReport {
+    /// The report of step `step` from its reduced stats and the squared
+    /// norms of the two gradients (the regularizer is ||grad_D V||²).
+    fn new(step: u64, s: &[f32; stat::COUNT], sq_disc: f64, sq_gen: f64) -> StepReport {
+        StepReport {
+            step,
+            value: (s[stat::V_REAL] + s[stat::V_FAKE]) as f64,
+            gen_loss: s[stat::GEN_LOSS] as f64,
+            grad_norm_disc: sq_disc.sqrt(),
+            grad_norm_gen: sq_gen.sqrt(),
+            regularizer: sq_disc,
+            d_accuracy_real: s[stat::REAL_CORRECT] as f64,
+            d_accuracy_fake: s[stat::FAKE_CORRECT] as f64,
+            skipped: false,
+        }
+    }
+}
+
 /// The trainer's Prometheus series, registered once (no work per step when
 /// no exporter is installed).
 struct Meters {
@@ -461,19 +479,7 @@ impl Trainer {
     }
 
     fn report(&self) -> StepReport {
-        let s = &self.stats;
-        let reg = sum_sq(&self.grad_disc);
-        StepReport {
-            step: self.state.step,
-            value: (s[stat::V_REAL] + s[stat::V_FAKE]) as f64,
-            gen_loss: s[stat::GEN_LOSS] as f64,
-            grad_norm_disc: reg.sqrt(),
-            grad_norm_gen: sum_sq(&self.grad_gen).sqrt(),
-            regularizer: reg,
-            d_accuracy_real: s[stat::REAL_CORRECT] as f64,
-            d_accuracy_fake: s[stat::FAKE_CORRECT] as f64,
-            skipped: false,
-        }
+        StepReport::new(self.state.step, &self.stats, sum_sq(&self.grad_disc), sum_sq(&self.grad_gen))
     }
 
     fn finite(&self) -> bool {
@@ -566,18 +572,7 @@ impl Trainer {
         let out = self.workers[0].device_step().expect("device step in use").step(&input, with_gen_grad)?;
         self.meters.compute[0][0].record(t.elapsed().as_secs_f64());
         self.state_behind = true;
-        let s = &out.stats;
-        let rep = StepReport {
-            step: self.state.step,
-            value: (s[stat::V_REAL] + s[stat::V_FAKE]) as f64,
-            gen_loss: s[stat::GEN_LOSS] as f64,
-            grad_norm_disc: out.sq_norm_disc.sqrt(),
-            grad_norm_gen: out.sq_norm_gen.sqrt(),
-            regularizer: out.sq_norm_disc,
-            d_accuracy_real: s[stat::REAL_CORRECT] as f64,
-            d_accuracy_fake: s[stat::FAKE_CORRECT] as f64,
-            skipped: false,
-        };
+        let rep = StepReport::new(self.state.step, &out.stats, out.sq_norm_disc, out.sq_norm_gen);
         let ok = out.nonfinite == 0;
         if ok {
             self.state.opt_gen.t += 1;

@@ -60,3 +60,16 @@ pub fn params(dir: &Path) -> (Vec<u32>, Vec<u32>) {
     let s = checkpoint::load(&checkpoint::latest(dir).unwrap()).unwrap().state;
     (bits(&s.gen), bits(&s.disc))
 }
+
+/// Waits for a coordinator process and then its workers; asserts that each
+/// succeeded and returns the coordinator's stderr and its summary (stdout).
+pub fn finish_cluster(coord: Child, workers: Vec<Child>) -> (String, serde_json::Value) {
+    let c = finish(coord);
+    let err = String::from_utf8_lossy(&c.stderr).into_owned();
+    assert!(c.status.success(), "coordinator: {err}");
+    for w in workers {
+        let o = finish(w);
+        assert!(o.status.success(), "worker: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    (err, serde_json::from_slice(&c.stdout).unwrap())
+}

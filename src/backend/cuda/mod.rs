@@ -99,6 +99,8 @@ pub struct CudaBackend {
     params: DevBuf<f16>,
     /// Where D's parameters start in `master`/`params` (aligned for cuBLAS).
     disc_at: usize,
+    /// Host staging for `set_params` (every host-driven step), allocated once.
+    staged: Vec<f32>,
     /// v = grad_D V of the minibatch, fp32 as received and fp16.
     v32: DevBuf<f32>,
     v16: DevBuf<f16>,
@@ -194,6 +196,7 @@ impl CudaBackend {
             master: gpu.alloc(total)?,
             params: gpu.alloc(total)?,
             disc_at,
+            staged: vec![0.0; total],
             v32: gpu.alloc(layout.n_disc)?,
             v16: gpu.alloc(layout.n_disc)?,
             seed: gpu.alloc(rows)?,
@@ -229,6 +232,25 @@ impl CudaBackend {
             )));
         }
         Ok(())
+    }
+
+    /// Fills `staged` in the layout of the master weights (and of their fp16
+    /// copy and Adam's moments): the generator's values, zeros up to
+    /// `disc_at`, the discriminator's.  An empty slice stages zeros (SGD has
+    /// no moments).
+    fn stage_players(&mut self, gen: &[f32], disc: &[f32]) {
+        self.staged.fill(0.0);
+        if !gen.is_empty() {
+            self.staged[..gen.len()].copy_from_slice(gen);
+        }
+        if !disc.is_empty() {
+            self.staged[self.disc_at..self.disc_at + disc.len()].copy_from_slice(disc);
+        }
+    }
+
+    /// The generator's and the discriminator's parts of a buffer in that layout.
+    fn players<'a>(&self, host: &'a [f32]) -> (&'a [f32], &'a [f32]) {
+        (&host[..self.layout.n_gen], &host[self.disc_at..self.disc_at + self.layout.n_disc])
     }
 
     fn write_step_in(&mut self, s: &StepIn) -> Result<()> {
@@ -375,10 +397,8 @@ impl Backend for CudaBackend {
                 self.layout.n_disc
             )));
         }
-        let mut staged = vec![0.0f32; self.master.len()];
-        staged[..gen.len()].copy_from_slice(gen);
-        staged[self.disc_at..self.disc_at + disc.len()].copy_from_slice(disc);
-        self.gpu.upload(&staged, &mut self.master)?;
+        self.stage_players(gen, disc);
+        self.gpu.upload(&self.staged, &mut self.master)?;
         self.gpu.f32_to_f16(self.master.ptr, self.params.ptr, self.master.len())
     }
 

@@ -113,25 +113,36 @@ impl DevNet {
         (p + (off * F16) as u64, p + ((off + o * i) * F16) as u64)
     }
 
-    /// acc (or `c` in fp16) = X · Wᵀ for the selected rows (beta: 0 overwrite, 1 add).
+    /// c = X · op(W) for the selected rows of `x` (`kx` wide) into those of
+    /// `c` (`kc` wide, fp32 or fp16; beta 0 overwrites, 1 adds), W a weight
+    /// `[out, inp]` and op(W) = Wᵀ (`transpose`, then kx = inp, kc = out) or W
+    /// (kx = out, kc = inp).
     #[allow(clippy::too_many_arguments)]
-    fn xwt(gpu: &Gpu, w: u64, x: u64, c: u64, c_f32: bool, r: Rows, inp: usize, out: usize, beta: f32) -> Result<()> {
-        let es = if c_f32 { F32 } else { F16 };
+    fn rows_times_weight(
+        gpu: &Gpu,
+        transpose: bool,
+        w: u64,
+        inp: usize,
+        (x, kx): (u64, usize),
+        (c, kc, c_f32): (u64, usize, bool),
+        r: Rows,
+        beta: f32,
+    ) -> Result<()> {
         gpu.gemm(&Gemm {
-            ta: true,
+            ta: transpose,
             tb: false,
-            m: out,
+            m: kc,
             n: r.count,
-            k: inp,
+            k: kx,
             a: w,
             lda: inp,
             stride_a: 0,
-            b: sel(x, r, inp, F16),
-            ldb: inp,
-            stride_b: r.block * inp,
-            c: sel(c, r, out, es),
-            ldc: out,
-            stride_c: r.block * out,
+            b: sel(x, r, kx, F16),
+            ldb: kx,
+            stride_b: r.block * kx,
+            c: sel(c, r, kc, if c_f32 { F32 } else { F16 }),
+            ldc: kc,
+            stride_c: r.block * kc,
             c_f32,
             alpha: 1.0,
             beta,
@@ -139,30 +150,16 @@ impl DevNet {
         })
     }
 
+    /// acc (or `c` in fp16) = X · Wᵀ for the selected rows (beta: 0 overwrite, 1 add).
+    #[allow(clippy::too_many_arguments)]
+    fn xwt(gpu: &Gpu, w: u64, x: u64, c: u64, c_f32: bool, r: Rows, inp: usize, out: usize, beta: f32) -> Result<()> {
+        Self::rows_times_weight(gpu, true, w, inp, (x, inp), (c, out, c_f32), r, beta)
+    }
+
     /// c = G · W (adjoint of the input: rows × in) for the selected rows.
     #[allow(clippy::too_many_arguments)]
     fn gw(gpu: &Gpu, w: u64, g: u64, c: u64, c_f32: bool, r: Rows, inp: usize, out: usize, beta: f32) -> Result<()> {
-        let es = if c_f32 { F32 } else { F16 };
-        gpu.gemm(&Gemm {
-            ta: false,
-            tb: false,
-            m: inp,
-            n: r.count,
-            k: out,
-            a: w,
-            lda: inp,
-            stride_a: 0,
-            b: sel(g, r, out, F16),
-            ldb: out,
-            stride_b: r.block * out,
-            c: sel(c, r, inp, es),
-            ldc: inp,
-            stride_c: r.block * inp,
-            c_f32,
-            alpha: 1.0,
-            beta,
-            batch: r.chunks,
-        })
+        Self::rows_times_weight(gpu, false, w, inp, (g, out), (c, inp, c_f32), r, beta)
     }
 
     /// The activation right after layer `l`, when `l` is Linear (their

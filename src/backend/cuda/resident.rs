@@ -197,12 +197,9 @@ impl crate::backend::DeviceStep for CudaBackend {
             part_ms: [0.0; 3],
             profiled_steps: 0,
         };
-        let mut staged = vec![0.0f32; total];
         for (buf, [g, d]) in [(&mut r.m, [&opt[0].m, &opt[1].m]), (&mut r.v, [&opt[0].v, &opt[1].v])] {
-            staged.fill(0.0);
-            staged[..g.len()].copy_from_slice(g);
-            staged[self.disc_at..self.disc_at + d.len()].copy_from_slice(d);
-            gpu.upload(&staged, buf)?;
+            self.stage_players(g, d);
+            self.gpu.upload(&self.staged, buf)?;
         }
         self.resident = Some(r);
         Ok(())
@@ -249,27 +246,21 @@ impl crate::backend::DeviceStep for CudaBackend {
 
     fn store(&mut self, gen: &mut [f32], disc: &mut [f32], opt: [&mut Optimizer; 2]) -> Result<()> {
         let r = self.resident.as_ref().ok_or_else(|| Error::runtime("cuda backend: store before load"))?;
-        let total = self.master.len();
-        let mut host = vec![0.0f32; total];
+        let mut host = vec![0.0f32; self.master.len()];
         let [og, od] = opt;
-        for (buf, dst) in [(&self.master, None), (&r.m, Some(0)), (&r.v, Some(1))] {
-            self.gpu.download(buf, &mut host)?;
-            let (g, d) = (&host[..gen.len()], &host[self.disc_at..self.disc_at + disc.len()]);
-            match dst {
-                None => {
-                    gen.copy_from_slice(g);
-                    disc.copy_from_slice(d);
-                }
-                Some(i) => {
-                    let (mg, md) = if i == 0 { (&mut og.m, &mut od.m) } else { (&mut og.v, &mut od.v) };
-                    if !mg.is_empty() {
-                        mg.copy_from_slice(g);
-                    }
-                    if !md.is_empty() {
-                        md.copy_from_slice(d);
-                    }
-                }
+        self.gpu.download(&self.master, &mut host)?;
+        let (g, d) = self.players(&host);
+        gen.copy_from_slice(g);
+        disc.copy_from_slice(d);
+        // Adam's moments (SGD has none: empty vectors stay empty).
+        for (buf, mg, md) in [(&r.m, &mut og.m, &mut od.m), (&r.v, &mut og.v, &mut od.v)] {
+            if mg.is_empty() {
+                continue;
             }
+            self.gpu.download(buf, &mut host)?;
+            let (g, d) = self.players(&host);
+            mg.copy_from_slice(g);
+            md.copy_from_slice(d);
         }
         Ok(())
     }
