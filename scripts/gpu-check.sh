@@ -38,6 +38,8 @@ check kernels-and-parity "$BIN/cuda-tests" --nocapture --test-threads 1 --skip m
 check bench-lockstep "$BIN/lockstep" bench --config configs/mog-ring.toml --backend cuda --steps 5000 --warmup 100
 check bench-lockstep-host-step "$BIN/lockstep" bench --config configs/mog-ring.toml --backend cuda --steps 2000 --warmup 100 --host-step
 check bench-lockstep-b8192 "$BIN/lockstep" bench --config configs/mog-ring.toml --backend cuda --steps 300 --warmup 20 --set train.batch=8192
+# One CUDA worker over loopback gRPC: whole graph steps, one small message each way per step.
+check bench-lockstep-grpc-cuda "$BIN/lockstep" bench --config configs/mog-ring.toml --backend cuda --transport grpc --workers 1 --steps 3000 --warmup 100 --breakdown
 if [ -z "${SKIP_TORCH:-}" ]; then
 check torch-eager python3 "$BIN/torch_gan_step.py" --model mog-ring --eta 0.5 --steps 1000
 check torch-graph-amp python3 "$BIN/torch_gan_step.py" --model mog-ring --eta 0.5 --steps 2000 --graph --amp
@@ -64,6 +66,9 @@ mixed() {
 }
 check coordinator-cuda-plus-cpu mixed
 
+# Issue 3's gRPC-against-in-process ratio on this host's CPU cores.
+check grpc-ratio-cpu scripts/grpc-ratio.sh "$BIN/lockstep" 4
+
 # The full authors' run (100k steps) on the GPU; QUICK=1 leaves it out.
 if [ -z "${QUICK:-}" ]; then
     check mog-ring-8-modes timeout 400 "$BIN/cuda-tests" --nocapture --exact mog_ring_trains_to_all_eight_modes_on_the_gpu
@@ -72,6 +77,9 @@ fi
 echo
 echo "== lockstep bench (mog-ring, batch 512 and 8192) and PyTorch (same card):"
 grep -h '^{' "$LOGS"/bench-*.log "$LOGS"/torch-*.log 2>/dev/null
+echo
+echo "== gRPC against in-process (CPU backend, 4 threads, steps/s):"
+cat "$LOGS/grpc-ratio-cpu.log" 2>/dev/null
 echo
 printf '%-34s %-10s %6s\n' CHECK RESULT TIME
 printf '%s\n' "${ROWS[@]}"

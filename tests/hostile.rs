@@ -114,10 +114,10 @@ fn local_run(d: &Path, steps: &str) -> PathBuf {
     local
 }
 
-fn coordinator(port: u16, steps: &str, out: &Path) -> Child {
+fn coordinator(port: u16, steps: &str, min_workers: &str, out: &Path) -> Child {
     bin()
         .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps])
-        .args(["--min-workers", "1", "--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .args(["--min-workers", min_workers, "--listen", &format!("127.0.0.1:{port}"), "--out"])
         .arg(out)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,9 +127,14 @@ fn coordinator(port: u16, steps: &str, out: &Path) -> Child {
 
 /// A worker speaking the proto directly: it joins, keeps a real replica (so
 /// its answers are right), and passes every answer through `spoil` before
-/// sending it.  Returns the status its session ended with (None: ended
-/// normally, training finished).
-async fn fake_worker(url: String, mut spoil: impl FnMut(&mut proto::PhaseResult)) -> Option<tonic::Status> {
+/// sending it; a whole step for which `skip` gives a StepResult is answered
+/// with that instead of being run.  Returns the status its session ended
+/// with (None: ended normally, training finished).
+async fn fake_worker(
+    url: String,
+    mut spoil: impl FnMut(&mut worker_message::Kind),
+    mut skip: impl FnMut(&proto::StepRequest) -> Option<proto::StepResult>,
+) -> Option<tonic::Status> {
     let ch = connect_retrying(&url).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(join(PROTOCOL_VERSION, 1.0)).await.unwrap();
@@ -142,15 +147,31 @@ async fn fake_worker(url: String, mut spoil: impl FnMut(&mut proto::PhaseResult)
             Ok(None) => return None,
             Err(s) => return Some(s),
         };
-        match kind {
-            Kind::Welcome(w) => replica = Some(Replica::from_welcome(&w, BackendSpec::cpu()).unwrap()),
-            Kind::Params(p) => replica.as_mut().expect("Welcome first").set_params(&p).unwrap(),
-            Kind::Phase(req) => {
-                let mut r = replica.as_mut().expect("Welcome first").answer(&req);
-                spoil(&mut r);
-                let _ = tx.send(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(r)) }).await;
+        let answer = match kind {
+            Kind::Welcome(w) => {
+                replica = Some(Replica::from_welcome(&w, BackendSpec::cpu()).unwrap());
+                continue;
             }
-        }
+            Kind::Params(p) => {
+                replica.as_mut().expect("Welcome first").set_params(&p).unwrap();
+                continue;
+            }
+            Kind::Load(st) => {
+                replica.as_mut().expect("Welcome first").load(&st);
+                continue;
+            }
+            Kind::Phase(req) => worker_message::Kind::Result(replica.as_mut().expect("Welcome first").answer(&req)),
+            // Whole steps, when it is the only worker.
+            Kind::Step(req) => worker_message::Kind::Step(
+                skip(&req).unwrap_or_else(|| replica.as_mut().expect("Welcome first").whole_step(&req)),
+            ),
+            Kind::Store(req) => {
+                worker_message::Kind::State(replica.as_mut().expect("Welcome first").store(req.request_id))
+            }
+        };
+        let mut answer = answer;
+        spoil(&mut answer);
+        let _ = tx.send(proto::WorkerMessage { kind: Some(answer) }).await;
     }
 }
 
@@ -173,6 +194,20 @@ fn set_float(r: &mut proto::PhaseResult, i: usize, x: f32) {
 
 type Spoil = fn(&mut proto::PhaseResult);
 
+/// `spoil` applied to PhaseResults only.
+fn phase_results(mut spoil: impl FnMut(&mut proto::PhaseResult)) -> impl FnMut(&mut worker_message::Kind) {
+    move |k| {
+        if let worker_message::Kind::Result(r) = k {
+            spoil(r)
+        }
+    }
+}
+
+/// Runs every whole step.
+fn no_skip(_: &proto::StepRequest) -> Option<proto::StepResult> {
+    None
+}
+
 #[test]
 fn bad_results_get_a_status_and_the_run_ends_where_an_undisturbed_one_does() {
     let d = common::tmp("hostile", "results");
@@ -180,7 +215,7 @@ fn bad_results_get_a_status_and_the_run_ends_where_an_undisturbed_one_does() {
     let local = local_run(&d, steps);
     let port = free_port();
     let run = d.join("cluster");
-    let coord = coordinator(port, steps, &run);
+    let coord = coordinator(port, steps, "1", &run);
     let good = bin()
         .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu"])
         .stdout(Stdio::null())
@@ -201,7 +236,9 @@ fn bad_results_get_a_status_and_the_run_ends_where_an_undisturbed_one_does() {
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (spoil, code, words) in cases {
-        let st = rt.block_on(fake_worker(format!("http://127.0.0.1:{port}"), spoil)).expect("a refusal");
+        let st = rt
+            .block_on(fake_worker(format!("http://127.0.0.1:{port}"), phase_results(spoil), no_skip))
+            .expect("a refusal");
         assert_eq!(st.code(), code, "{st:?}");
         for w in words {
             assert!(st.message().contains(w), "{w:?} not in {st:?}");
@@ -213,7 +250,7 @@ fn bad_results_get_a_status_and_the_run_ends_where_an_undisturbed_one_does() {
     let err = String::from_utf8_lossy(&c.stderr);
     assert!(c.status.success(), "coordinator: {err}");
     assert_eq!(err.matches("evicted worker").count(), 4, "{err}");
-    assert_eq!(err.matches(" refused: ").count(), 3, "{err}");
+    assert_eq!(err.matches(" refused: ").count(), 4, "{err}");
     assert!(err.contains("cannot take your message"), "{err}");
     let g = finish(good);
     assert!(g.status.success(), "worker: {}", String::from_utf8_lossy(&g.stderr));
@@ -226,7 +263,14 @@ fn a_declared_overflow_skips_the_step_and_keeps_the_worker() {
     let d = common::tmp("hostile", "overflow");
     let port = free_port();
     let run = d.join("cluster");
-    let coord = coordinator(port, "40", &run);
+    // Two workers (the fake one and a real one): steps run in two phases.
+    let coord = coordinator(port, "40", "2", &run);
+    let good = bin()
+        .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut overflows = 0;
     let spoil = |r: &mut proto::PhaseResult| {
         // Phase 1 of step 20 overflows (as fp16 under loss scaling would);
@@ -240,7 +284,7 @@ fn a_declared_overflow_skips_the_step_and_keeps_the_worker() {
         overflows += usize::from(r.overflow);
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let ended = rt.block_on(fake_worker(format!("http://127.0.0.1:{port}"), spoil));
+    let ended = rt.block_on(fake_worker(format!("http://127.0.0.1:{port}"), phase_results(spoil), no_skip));
     assert!(ended.is_none(), "the session ended with {ended:?}");
     assert_eq!(overflows, 2, "phase 1 and phase 2 of step 20");
     let c = finish(coord);
@@ -249,8 +293,101 @@ fn a_declared_overflow_skips_the_step_and_keeps_the_worker() {
     assert!(!err.contains("evicted"), "{err}");
     let summary: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
     assert_eq!(summary["skipped_steps"], 1, "{summary}");
-    assert_eq!(summary["workers"], 1, "{summary}");
+    assert_eq!(summary["workers"], 2, "{summary}");
     let st = checkpoint::load(&checkpoint::latest(&run).unwrap()).unwrap().state;
     assert_eq!((st.step, st.skipped), (40, 1));
+    assert!(finish(good).status.success());
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_whole_step_that_overflows_is_skipped_and_the_worker_kept() {
+    let d = common::tmp("hostile", "whole-overflow");
+    let port = free_port();
+    let run = d.join("cluster");
+    // One worker: it runs whole steps; at step 20 it reports non-finite
+    // values and leaves its state as it was (as an fp16 overflow would).
+    let coord = coordinator(port, "40", "1", &run);
+    let skip = |req: &proto::StepRequest| {
+        (req.step == 20).then(|| proto::StepResult {
+            request_id: req.request_id,
+            step: req.step,
+            nonfinite: 3,
+            stats: lockstep::f32le::encode(&[f32::NAN; lockstep::gan::phases::stat::COUNT]),
+            sq_norm_disc: f64::INFINITY,
+            ..Default::default()
+        })
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ended = rt.block_on(fake_worker(format!("http://127.0.0.1:{port}"), |_| {}, skip));
+    assert!(ended.is_none(), "the session ended with {ended:?}");
+    let c = finish(coord);
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "coordinator: {err}");
+    let summary: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!((summary["skipped_steps"].as_u64(), summary["workers"].as_u64()), (Some(1), Some(1)), "{summary}");
+    let st = checkpoint::load(&checkpoint::latest(&run).unwrap()).unwrap().state;
+    assert_eq!((st.step, st.skipped, st.opt_gen.t), (40, 1, 39));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A worker running whole steps (the only one, in process) whose answers
+/// `spoil` spoils: the trainer's step fails naming the fault, the worker
+/// gets the status.  Returns both.
+fn whole_step_refusal(spoil: impl FnMut(&mut worker_message::Kind) + Send + 'static) -> (String, tonic::Status) {
+    let cfg = tiny();
+    let (lb, lobby) = local::serve(&cfg, "127.0.0.1:0", local::Access::default(), local::PHASE_DEADLINE).unwrap();
+    let fake = lb.runtime.spawn(fake_worker(format!("http://{}", lb.addr), spoil, no_skip));
+    let workers = lobby.wait_for(1, Duration::from_secs(30)).unwrap();
+    let workers: Vec<Box<dyn Backend>> = workers.into_iter().map(|w| Box::new(w) as Box<dyn Backend>).collect();
+    let game = trainer::setup(&cfg).game;
+    let st = TrainState::init(&cfg, &game);
+    let mut t = Trainer::new(cfg, game, st, workers).unwrap();
+    assert!(t.uses_device_step(), "one remote worker runs whole steps");
+    let err = (0..10).find_map(|_| t.step().and_then(|_| t.sync()).err()).expect("a refusal").to_string();
+    drop(t);
+    let status = lb.runtime.block_on(fake).unwrap().expect("the session ended with a status");
+    (err, status)
+}
+
+#[test]
+fn bad_whole_step_results_and_states_are_refused() {
+    use tonic::Code::{FailedPrecondition, InvalidArgument};
+    let at_step_3 = |f: fn(&mut proto::StepResult)| {
+        move |k: &mut worker_message::Kind| match k {
+            worker_message::Kind::Step(r) if r.step == 3 => f(r),
+            _ => {}
+        }
+    };
+    let (err, st) = whole_step_refusal(at_step_3(|r| r.step = 2));
+    assert_eq!(st.code(), FailedPrecondition, "{st:?}");
+    let m = st.message();
+    assert!(m.starts_with("StepResult for step 3: request_id ") && m.contains(" step 2, expected request_id "), "{m}");
+    assert!(err.contains("step 3 failed on the only worker") && err.contains("refused"), "{err}");
+
+    let (err, st) = whole_step_refusal(at_step_3(|r| r.sq_norm_gen = f64::NAN));
+    assert_eq!(st.code(), InvalidArgument, "{st:?}");
+    assert!(st.message().contains("non-finite stats or gradient norms with nonfinite = 0"), "{st:?}");
+    assert!(err.contains("non-finite stats"), "{err}");
+
+    let (_, st) = whole_step_refusal(at_step_3(|r| r.stats.truncate(4)));
+    assert_eq!(st.code(), InvalidArgument, "{st:?}");
+    assert!(st.message().contains("stats"), "{st:?}");
+
+    // The state sent back (at a sync) must fit the run.
+    let (err, st) = whole_step_refusal(|k| {
+        if let worker_message::Kind::State(s) = k {
+            s.generator.truncate(8);
+        }
+    });
+    assert_eq!(st.code(), InvalidArgument, "{st:?}");
+    assert!(st.message().contains("State: generator holds 8 bytes, expected"), "{st:?}");
+    assert!(err.contains("refused"), "{err}");
+    let (_, st) = whole_step_refusal(|k| {
+        if let worker_message::Kind::State(s) = k {
+            s.gen_t += 1;
+        }
+    });
+    assert_eq!(st.code(), FailedPrecondition, "{st:?}");
+    assert!(st.message().contains("optimizer steps"), "{st:?}");
 }

@@ -71,6 +71,13 @@ pub trait Backend: Send {
     /// Phase 2 on the chunks of the last phase 1: v = grad_D V of the whole
     /// minibatch; writes each chunk's grad_G into `out`.
     fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()>;
+    /// Whether the last phase wrote only the first row of `out`: the
+    /// shard's rows already added in chunk order (a remote worker whose
+    /// shard starts at chunk 0 sends that, `wire::pack_folded`).  The rest
+    /// of `out` is then stale, and the caller reduces the first row alone.
+    fn folded(&self) -> bool {
+        false
+    }
     /// The whole step run by the backend itself, when it can (the CUDA
     /// backend: one CUDA graph per step); see `DeviceStep`.
     fn device_step(&mut self) -> Option<&mut dyn DeviceStep> {
@@ -127,6 +134,11 @@ pub trait DeviceStep {
     /// between them (three graph launches per step instead of one).
     fn set_profiling(&mut self, on: bool) -> Result<()>;
     fn profile(&mut self) -> Result<StepProfile>;
+    /// Seconds of the last step's phase 1, phase 2 and optimizer, when the
+    /// step measures them as it goes (a remote worker's own figures).
+    fn part_seconds(&self) -> Option<[f64; 3]> {
+        None
+    }
 }
 
 /// Which backend a command asked for.

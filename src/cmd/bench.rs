@@ -77,12 +77,14 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         "samples_per_second": (sps * cfg.train.batch as f64).round(),
         "step_ms": secs * 1e3 / o.steps as f64,
         "peak_rss_mib": telemetry::peak_rss_mib(),
-        // The device step (one CUDA graph per step), when the backend ran whole steps itself.
-        "cuda_graph": profile.is_some(),
-        "graph_nodes": profile.map(|p| p.graph_nodes),
-        "graph_kernels": profile.map(|p| p.graph_kernels),
+        // Whole steps run by the only worker itself (`DeviceStep`): one CUDA
+        // graph per step, or a remote worker's own step over gRPC.
+        "whole_steps": t.uses_device_step(),
+        "cuda_graph": profile.is_some_and(|p| p.graph_nodes > 0),
+        "graph_nodes": profile.filter(|p| p.graph_nodes > 0).map(|p| p.graph_nodes),
+        "graph_kernels": profile.filter(|p| p.graph_nodes > 0).map(|p| p.graph_kernels),
         "phase_ms": profile.map(|p| json!({"one": p.phase_ms[0], "two": p.phase_ms[1], "optimizer": p.phase_ms[2]})),
-        "device_memory_mib": profile.map(|p| p.device_memory_mib),
+        "device_memory_mib": profile.filter(|p| p.graph_nodes > 0).map(|p| p.device_memory_mib),
         "breakdown": breakdown,
     }))
 }

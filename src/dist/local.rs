@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tonic::transport::{Server, ServerTlsConfig};
 
-use super::coordinator::{CoordinatorService, Lobby};
+use super::coordinator::{CoordinatorService, Driver, Lobby};
 use super::proto::coordinator_server::CoordinatorServer;
 use super::{wire, worker};
 use crate::backend::{Backend, BackendSpec};
@@ -25,7 +25,9 @@ pub const PHASE_DEADLINE: Duration = Duration::from_secs(60);
 /// Dropping it shuts the server down gracefully, so that workers see their
 /// sessions end cleanly (and exit) rather than a broken connection.
 pub struct Loopback {
-    pub runtime: Runtime,
+    /// The service's current-thread runtime (see `coordinator::Driver`):
+    /// the only owner, so that it stops with the `Loopback`.
+    pub runtime: Arc<Runtime>,
     pub addr: std::net::SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -55,17 +57,16 @@ pub struct Access {
 /// `access` says; returns the runtime serving it, the bound address and the
 /// lobby where joined workers wait.
 pub fn serve(cfg: &Config, listen: &str, access: Access, deadline: Duration) -> Result<(Loopback, Arc<Lobby>)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("lockstep-grpc")
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::runtime(format!("cannot start the gRPC runtime: {e}")))?;
+    let runtime = Arc::new(runtime);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|e| Error::input(format!("--listen {listen}: cannot listen there: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::runtime(format!("listening address: {e}")))?;
-    let lobby = Arc::new(Lobby::default());
+    let lobby = Arc::new(Lobby::new(Driver::of(&runtime)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let layout = trainer::setup(cfg).game.layout();
     let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), layout, deadline);

@@ -7,18 +7,20 @@ use std::time::Duration;
 use tokio::sync::mpsc as tmpsc;
 use tonic::{Code, Status, Streaming};
 
+use super::coordinator::Driver;
 use super::proto::{self, coordinator_message::Kind, worker_message};
 use super::validate::{self, Verdict};
 use super::wire;
-use crate::backend::{Backend, Draw, ShardTask};
+use crate::backend::{Backend, DeviceStep, Draw, ShardTask, StepInput, StepOutput, StepProfile};
 use crate::error::{Error, Result};
 use crate::f32le;
+use crate::gan::optim::Optimizer;
 use crate::gan::phases::PartialLayout;
 
 pub type Outbound = tmpsc::Sender<std::result::Result<proto::CoordinatorMessage, Status>>;
 
 /// The worker's side of the session's stream, read by the trainer's thread
-/// itself (blocking on the runtime's handle: no task in between).
+/// itself (which drives the runtime meanwhile: see `coordinator::Driver`).
 pub type Inbound = Streaming<proto::WorkerMessage>;
 
 pub struct RemoteWorker {
@@ -28,8 +30,8 @@ pub struct RemoteWorker {
     capacity: f64,
     tx: Outbound,
     rx: Inbound,
-    /// The runtime serving the session.
-    rt: tokio::runtime::Handle,
+    /// The runtime serving the session, driven while this waits.
+    driver: Driver,
     /// Where each quantity sits in a row of partial sums.
     layout: PartialLayout,
     deadline: Duration,
@@ -38,6 +40,12 @@ pub struct RemoteWorker {
     last: Option<ShardTask>,
     /// Seconds the worker reported computing in the last phase.
     pub last_compute_seconds: f64,
+    /// The last result was folded into the shard's first row.
+    last_folded: bool,
+    /// Whole steps: the worker's figures for the last step's parts, and
+    /// their sums and count since profiling was switched on.
+    last_parts: Option<[f64; 3]>,
+    profiled: ([f64; 3], u32),
     bytes_sent: metrics::Counter,
     bytes_received: metrics::Counter,
 }
@@ -48,7 +56,7 @@ impl RemoteWorker {
         join: &proto::Join,
         tx: Outbound,
         rx: Inbound,
-        rt: tokio::runtime::Handle,
+        driver: Driver,
         layout: PartialLayout,
         deadline: Duration,
     ) -> RemoteWorker {
@@ -59,32 +67,55 @@ impl RemoteWorker {
             capacity: join.capacity,
             tx,
             rx,
-            rt,
+            driver,
             layout,
             deadline,
             next_request: 1,
             last: None,
             last_compute_seconds: 0.0,
+            last_folded: false,
+            last_parts: None,
+            profiled: ([0.0; 3], 0),
             bytes_sent: metrics::counter!(crate::telemetry::names::COMM_BYTES, "direction" => "sent"),
             bytes_received: metrics::counter!(crate::telemetry::names::COMM_BYTES, "direction" => "received"),
         }
     }
 
+    /// Queues a message on the session's stream (it goes out during the
+    /// next wait); a worker that stopped reading its stream has until the
+    /// deadline to make room.
     fn send(&mut self, kind: Kind) -> Result<()> {
-        self.tx.blocking_send(Ok(proto::CoordinatorMessage { kind: Some(kind) })).map_err(|_| {
-            Error::runtime(format!("worker {}: its session has closed (the worker stopped or disconnected)", self.id))
-        })
+        let (tx, deadline) = (&self.tx, self.deadline);
+        let msg = Ok(proto::CoordinatorMessage { kind: Some(kind) });
+        match self.driver.block_on(async move { tokio::time::timeout(deadline, tx.send(msg)).await })? {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::runtime(format!(
+                "worker {}: its session has closed (the worker stopped or disconnected)",
+                self.id
+            ))),
+            Err(_) => Err(Error::runtime(format!(
+                "worker {} ({}) has not read its stream for {:.0} s (the deadline)",
+                self.id,
+                self.device,
+                deadline.as_secs_f64()
+            ))),
+        }
     }
 
     /// Sends one phase request and writes the result into `out`.  A result
     /// that does not fit the request is refused: the worker gets the status
     /// on its stream, nothing of it is used, and the error evicts the worker.
     fn phase(&mut self, req: proto::PhaseRequest, out: &mut [f32]) -> Result<()> {
+        self.last_folded = false;
         let want = validate::Expected::of(&req, &self.layout);
         let cols = wire::result_columns(&self.layout, req.phase == proto::Phase::Two as i32, req.with_gen_grad);
         self.bytes_sent.increment(req.v.len() as u64 + 64);
         self.send(Kind::Phase(req))?;
-        let res = self.receive(&want)?;
+        let awaited = format!("step {}, phase {}", want.step, want.phase);
+        let res = match self.receive(&awaited)? {
+            worker_message::Kind::Result(r) => r,
+            _ => return Err(self.wrong_kind(&awaited, "PhaseResult")),
+        };
         self.bytes_received.increment(res.partials.len() as u64 + 64);
         match validate::validate_result(&res, &want) {
             Err(st) => Err(self.refuse(st)),
@@ -104,18 +135,19 @@ impl RemoteWorker {
         }
     }
 
-    /// Waits, up to the deadline, for the next result (or why the session
-    /// ended).  A message that breaks the protocol (not a PhaseResult, or
-    /// over the size limit) ends the session: the worker gets a status
-    /// saying why, and the error says the same.
-    fn receive(&mut self, want: &validate::Expected) -> Result<proto::PhaseResult> {
+    /// Waits, up to the deadline, for the worker's next message (or why the
+    /// session ended); `awaited` names what it answers, for the messages.  A
+    /// message that breaks the protocol (over the size limit, not a message,
+    /// no kind) ends the session: the worker gets a status saying why, and
+    /// the error says the same.
+    fn receive(&mut self, awaited: &str) -> Result<worker_message::Kind> {
         let (rx, deadline) = (&mut self.rx, self.deadline);
         // The timer is made inside the runtime's context.
-        let next = self.rt.block_on(async move { tokio::time::timeout(deadline, rx.message()).await });
+        let next = self.driver.block_on(async move { tokio::time::timeout(deadline, rx.message()).await })?;
         let refusal = match next {
-            Ok(Ok(Some(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(r)) }))) => return Ok(r),
+            Ok(Ok(Some(proto::WorkerMessage { kind: Some(k) }))) => return Ok(k),
             Ok(Ok(Some(_))) => {
-                Status::invalid_argument("after Join a worker sends only PhaseResult messages; got another kind")
+                Status::invalid_argument(format!("expected the answer to {awaited}; got a message without a kind"))
             }
             Ok(Ok(None)) => return Err(Error::runtime(format!("worker {}: closed its session", self.id))),
             // Too large, or not a message at all: the worker's fault.
@@ -125,18 +157,21 @@ impl RemoteWorker {
             Ok(Err(s)) => return Err(Error::runtime(format!("worker {}: session failed: {}", self.id, s.message()))),
             Err(_) => {
                 return Err(Error::runtime(format!(
-                    "worker {} ({}) missed the {:.0} s deadline of step {}, phase {}",
+                    "worker {} ({}) missed the {:.0} s deadline of {awaited}",
                     self.id,
                     self.device,
                     self.deadline.as_secs_f64(),
-                    want.step,
-                    want.phase
                 )))
             }
         };
-        let msg = format!("worker {}: {}", self.id, refusal.message());
-        let _ = self.tx.try_send(Err(refusal));
-        Err(Error::runtime(msg))
+        Err(self.refuse(refusal))
+    }
+
+    /// Refuses a message of another kind than the one `awaited`.
+    fn wrong_kind(&self, awaited: &str, want: &str) -> Error {
+        self.refuse(Status::invalid_argument(format!(
+            "expected a {want} answering {awaited}; got another kind of message"
+        )))
     }
 
     /// Ends the worker's session with `st` (best effort: a worker that does
@@ -148,14 +183,14 @@ impl RemoteWorker {
     }
 
     /// Writes a validated result's columns into `out`.
-    fn unpack(&self, res: &proto::PhaseResult, out: &mut [f32], cols: &[std::ops::Range<usize>]) -> Result<()> {
+    fn unpack(&mut self, res: &proto::PhaseResult, out: &mut [f32], cols: &[std::ops::Range<usize>]) -> Result<()> {
         let stride = self.layout.stride();
         let what = format!("worker {} step {} partial sums", self.id, res.step);
         if res.folded {
-            // One row: the shard's rows already added in chunk order.  The
-            // other rows become -0.0, which leaves every sum unchanged.
+            // One row: the shard's rows already added in chunk order (the
+            // trainer reduces that row alone; see `Backend::folded`).
             wire::unpack_columns(&res.partials, &mut out[..stride], stride, cols, &what).map_err(Error::runtime)?;
-            fill_columns(&mut out[stride..], stride, cols, -0.0);
+            self.last_folded = true;
             Ok(())
         } else {
             wire::unpack_columns(&res.partials, out, stride, cols, &what).map_err(Error::runtime)
@@ -190,6 +225,14 @@ impl Backend for RemoteWorker {
 
     fn reported_compute_seconds(&self) -> Option<f64> {
         Some(self.last_compute_seconds)
+    }
+
+    fn folded(&self) -> bool {
+        self.last_folded
+    }
+
+    fn device_step(&mut self) -> Option<&mut dyn DeviceStep> {
+        Some(self)
     }
 
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
@@ -233,5 +276,122 @@ impl Backend for RemoteWorker {
         };
         self.next_request += 1;
         self.phase(req, out)
+    }
+}
+
+/// A worker that is the only one runs whole steps on its replica (the CPU
+/// backend through `gan::host_step`, a CUDA backend as one graph per step):
+/// per step, one small request and one small answer cross the wire, instead
+/// of two phases, the parameters and the gradients.
+impl DeviceStep for RemoteWorker {
+    fn load(&mut self, gen: &[f32], disc: &[f32], opt: [&Optimizer; 2]) -> Result<()> {
+        let [g, d] = opt;
+        let st = proto::State {
+            request_id: 0,
+            generator: f32le::encode(gen),
+            discriminator: f32le::encode(disc),
+            gen_m: f32le::encode(&g.m),
+            gen_v: f32le::encode(&g.v),
+            disc_m: f32le::encode(&d.m),
+            disc_v: f32le::encode(&d.v),
+            gen_t: g.t,
+            disc_t: d.t,
+            error: String::new(),
+        };
+        self.bytes_sent.increment(validate::state_bytes(&st) as u64 + 64);
+        self.send(Kind::Load(st))
+    }
+
+    fn step(&mut self, input: &StepInput, with_gen_grad: bool) -> Result<StepOutput> {
+        let req = proto::StepRequest {
+            request_id: self.next_request,
+            step: input.step,
+            loss_scale: input.loss_scale,
+            gen_a: input.gen[0],
+            gen_b: input.gen[1],
+            disc_a: input.disc[0],
+            disc_b: input.disc[1],
+            with_gen_grad,
+        };
+        self.next_request += 1;
+        let want = validate::StepExpected { request_id: req.request_id, step: req.step };
+        self.bytes_sent.increment(64);
+        self.send(Kind::Step(req))?;
+        let awaited = format!("step {} (a whole step)", want.step);
+        let res = match self.receive(&awaited)? {
+            worker_message::Kind::Step(r) => r,
+            _ => return Err(self.wrong_kind(&awaited, "StepResult")),
+        };
+        self.bytes_received.increment(res.stats.len() as u64 + 96);
+        let stats = match validate::validate_step(&res, &want) {
+            Err(st) => return Err(self.refuse(st)),
+            Ok(Err(why)) => return Err(Error::runtime(format!("worker {} failed step {}: {why}", self.id, want.step))),
+            Ok(Ok(stats)) => stats,
+        };
+        self.last_compute_seconds = res.compute_seconds;
+        let parts = [res.phase_one_seconds, res.phase_two_seconds, res.optimizer_seconds];
+        // All zero: the worker's step does not time its parts (a CUDA graph).
+        self.last_parts = (parts != [0.0; 3]).then_some(parts);
+        for (sum, x) in self.profiled.0.iter_mut().zip(parts) {
+            *sum += x;
+        }
+        self.profiled.1 += 1;
+        Ok(StepOutput {
+            nonfinite: res.nonfinite,
+            bad_params: res.bad_params,
+            stats,
+            sq_norm_disc: res.sq_norm_disc,
+            sq_norm_gen: res.sq_norm_gen,
+        })
+    }
+
+    fn store(&mut self, gen: &mut [f32], disc: &mut [f32], opt: [&mut Optimizer; 2]) -> Result<()> {
+        let req = proto::StoreRequest { request_id: self.next_request };
+        self.next_request += 1;
+        self.bytes_sent.increment(16);
+        let want = validate::StateExpected {
+            request_id: req.request_id,
+            n_gen: gen.len(),
+            n_disc: disc.len(),
+            moments: [opt[0].m.len(), opt[1].m.len()],
+            t: [opt[0].t, opt[1].t],
+        };
+        self.send(Kind::Store(req))?;
+        let awaited = "the request for the training state";
+        let st = match self.receive(awaited)? {
+            worker_message::Kind::State(s) => s,
+            _ => return Err(self.wrong_kind(awaited, "State")),
+        };
+        self.bytes_received.increment(validate::state_bytes(&st) as u64 + 64);
+        match validate::validate_state(&st, &want) {
+            Err(s) => return Err(self.refuse(s)),
+            Ok(Err(why)) => return Err(Error::runtime(format!("worker {}: {why}", self.id))),
+            Ok(Ok(())) => {}
+        }
+        let [g, d] = opt;
+        // Sizes are checked: decoding cannot fail.
+        let decode = |b: &[u8], out: &mut [f32]| f32le::decode(b, out, "state").map_err(Error::runtime);
+        decode(&st.generator, gen)?;
+        decode(&st.discriminator, disc)?;
+        decode(&st.gen_m, &mut g.m)?;
+        decode(&st.gen_v, &mut g.v)?;
+        decode(&st.disc_m, &mut d.m)?;
+        decode(&st.disc_v, &mut d.v)
+    }
+
+    fn set_profiling(&mut self, _on: bool) -> Result<()> {
+        // The worker times every step's parts anyway.
+        self.profiled = ([0.0; 3], 0);
+        Ok(())
+    }
+
+    fn profile(&mut self) -> Result<StepProfile> {
+        let (sums, n) = self.profiled;
+        let ms = |i: usize| (sums[i] / f64::from(n.max(1)) * 1e3) as f32;
+        Ok(StepProfile { phase_ms: [ms(0), ms(1), ms(2)], ..Default::default() })
+    }
+
+    fn part_seconds(&self) -> Option<[f64; 3]> {
+        self.last_parts
     }
 }

@@ -1,7 +1,8 @@
 //! The checks every PhaseResult passes before anything of it is used: it
 //! must answer the outstanding request (request id, step, phase), hold
 //! exactly the bytes the layout and the shard require, and hold finite
-//! values unless the worker declares an overflow.  A result that fails is
+//! values unless the worker declares an overflow.  A StepResult and a State
+//! (whole steps) pass the same kind of checks.  A message that fails is
 //! refused with a gRPC status naming the field, the expected and the
 //! received value.
 
@@ -9,7 +10,7 @@ use tonic::Status;
 
 use super::proto;
 use super::wire;
-use crate::gan::phases::PartialLayout;
+use crate::gan::phases::{stat, PartialLayout};
 
 /// What the outstanding request lets a result be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +159,107 @@ fn check_finite(res: &proto::PhaseResult, want: &Expected) -> Result<(), Status>
             i % want.width.max(1)
         ))),
     }
+}
+
+/// What the outstanding whole-step request lets its StepResult be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepExpected {
+    pub request_id: u64,
+    pub step: u64,
+}
+
+/// Checks a StepResult: it answers the outstanding request, carries the
+/// stats, and its figures are finite unless it counts non-finite values
+/// (then the step is skipped everywhere).  Ok(Err(why)): the worker could
+/// not run the step; Ok(Ok(stats)): use it.
+pub fn validate_step(
+    res: &proto::StepResult,
+    want: &StepExpected,
+) -> Result<Result<[f32; stat::COUNT], String>, Status> {
+    let what = format!("StepResult for step {}", want.step);
+    if res.request_id != want.request_id || res.step != want.step {
+        return Err(Status::failed_precondition(format!(
+            "{what}: request_id {} step {}, expected request_id {} step {} (the outstanding request)",
+            res.request_id, res.step, want.request_id, want.step
+        )));
+    }
+    if !res.error.is_empty() {
+        return Ok(Err(res.error.chars().take(MAX_ERROR_CHARS).collect()));
+    }
+    let mut stats = [0.0f32; stat::COUNT];
+    crate::f32le::decode(&res.stats, &mut stats, "stats")
+        .map_err(|m| Status::invalid_argument(format!("{what}: {m} (gan::phases::stat::COUNT = {})", stat::COUNT)))?;
+    let times = [res.compute_seconds, res.phase_one_seconds, res.phase_two_seconds, res.optimizer_seconds];
+    if let Some(t) = times.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
+        return Err(Status::invalid_argument(format!("{what}: a time of {t} s; expected finite seconds >= 0")));
+    }
+    let finite = stats.iter().all(|x| x.is_finite()) && res.sq_norm_disc.is_finite() && res.sq_norm_gen.is_finite();
+    if res.nonfinite == 0 && !finite {
+        return Err(Status::invalid_argument(format!(
+            "{what}: non-finite stats or gradient norms with nonfinite = 0; a worker whose values overflow must count them"
+        )));
+    }
+    Ok(Ok(stats))
+}
+
+/// What a State sent back must hold: the parameters and moments of the
+/// run's networks and optimizers, at the optimizer steps the coordinator
+/// counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateExpected {
+    pub request_id: u64,
+    pub n_gen: usize,
+    pub n_disc: usize,
+    /// Floats in each player's moments (0 for SGD).
+    pub moments: [usize; 2],
+    /// Each player's optimizer steps.
+    pub t: [u64; 2],
+}
+
+/// The bytes of a State's tensors.
+pub fn state_bytes(st: &proto::State) -> usize {
+    [&st.generator, &st.discriminator, &st.gen_m, &st.gen_v, &st.disc_m, &st.disc_v].iter().map(|b| b.len()).sum()
+}
+
+/// Checks a State sent back: exact sizes, finite values, the expected
+/// optimizer steps.  Ok(Err(why)): the worker could not send it.
+pub fn validate_state(st: &proto::State, want: &StateExpected) -> Result<Result<(), String>, Status> {
+    if st.request_id != want.request_id {
+        return Err(Status::failed_precondition(format!(
+            "State: request_id is {}, expected {} (the outstanding request)",
+            st.request_id, want.request_id
+        )));
+    }
+    if !st.error.is_empty() {
+        return Ok(Err(st.error.chars().take(MAX_ERROR_CHARS).collect()));
+    }
+    let fields = [
+        ("generator", &st.generator, want.n_gen),
+        ("discriminator", &st.discriminator, want.n_disc),
+        ("gen_m", &st.gen_m, want.moments[0]),
+        ("gen_v", &st.gen_v, want.moments[0]),
+        ("disc_m", &st.disc_m, want.moments[1]),
+        ("disc_v", &st.disc_v, want.moments[1]),
+    ];
+    for (name, bytes, n) in fields {
+        if bytes.len() != n * 4 {
+            return Err(Status::invalid_argument(format!(
+                "State: {name} holds {} bytes, expected {} ({n} f32)",
+                bytes.len(),
+                n * 4
+            )));
+        }
+        if let Some((i, x)) = crate::f32le::first_non_finite(bytes) {
+            return Err(Status::invalid_argument(format!("State: {name} holds {x} at float {i}")));
+        }
+    }
+    if [st.gen_t, st.disc_t] != want.t {
+        return Err(Status::failed_precondition(format!(
+            "State: optimizer steps {} and {}, expected {} and {} (the steps the coordinator counted)",
+            st.gen_t, st.disc_t, want.t[0], want.t[1]
+        )));
+    }
+    Ok(Ok(()))
 }
 
 #[cfg(test)]

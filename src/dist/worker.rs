@@ -15,6 +15,8 @@ use crate::backend::{self, Backend, BackendSpec, Draw, ShardTask};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::f32le;
+use crate::gan::host_step::HostStep;
+use crate::gan::optim::Optimizer;
 use crate::gan::phases::PartialLayout;
 use crate::gan::trainer;
 
@@ -99,19 +101,39 @@ pub async fn run_session_noting(
         metrics::histogram!(name, "worker" => id, "phase" => "two"),
     ];
     loop {
-        let req = match inbound.message().await {
+        let answer = match inbound.message().await {
             Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Params(p)) })) => {
                 replica.set_params(&p)?;
                 continue;
             }
-            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Phase(r)) })) => r,
+            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Phase(req)) })) => {
+                let result = replica.answer(&req);
+                compute[usize::from(req.phase == proto::Phase::Two as i32)].record(result.compute_seconds);
+                worker_message::Kind::Result(result)
+            }
+            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Load(state)) })) => {
+                replica.load(&state);
+                continue;
+            }
+            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Step(req)) })) => {
+                let result = replica.whole_step(&req);
+                if result.phase_one_seconds > 0.0 {
+                    compute[0].record(result.phase_one_seconds);
+                    compute[1].record(result.phase_two_seconds);
+                } else {
+                    // Parts not timed (a CUDA graph): the whole step counts as phase one.
+                    compute[0].record(result.compute_seconds);
+                }
+                worker_message::Kind::Step(result)
+            }
+            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Store(req)) })) => {
+                worker_message::Kind::State(replica.store(req.request_id))
+            }
             Ok(Some(_)) => continue,
             Ok(None) => return Ok(()),
             Err(s) => return Err(ended(s)),
         };
-        let result = replica.answer(&req);
-        compute[usize::from(req.phase == proto::Phase::Two as i32)].record(result.compute_seconds);
-        if out_tx.send(proto::WorkerMessage { kind: Some(worker_message::Kind::Result(result)) }).await.is_err() {
+        if out_tx.send(proto::WorkerMessage { kind: Some(answer) }).await.is_err() {
             return Ok(());
         }
     }
@@ -157,6 +179,13 @@ pub struct Replica {
     gen: Vec<f32>,
     disc: Vec<f32>,
     v: Vec<f32>,
+    /// Whole steps on a backend without a step of its own.
+    host: HostStep,
+    /// The optimizers as the config makes them (State fills in their state).
+    fresh_opt: [Optimizer; 2],
+    /// Why the last State could not be taken over (reported by the next
+    /// StepResult or State, since Load has no answer).
+    load_error: Option<String>,
 }
 
 impl Replica {
@@ -166,8 +195,12 @@ impl Replica {
         let setup = trainer::setup(&cfg);
         let layout = setup.game.layout();
         let be = backend::create(choice, &setup)?;
+        let init = trainer::TrainState::init(&cfg, &setup.game);
         Ok(Replica {
             be,
+            host: HostStep::new(layout, setup.chunks),
+            fresh_opt: [init.opt_gen, init.opt_disc],
+            load_error: Some("no State was handed over before the first whole step".into()),
             rows: Vec::new(),
             gen: vec![0.0; layout.n_gen],
             disc: vec![0.0; layout.n_disc],
@@ -182,6 +215,93 @@ impl Replica {
             .and_then(|_| f32le::decode(&p.discriminator, &mut self.disc, "discriminator"))
             .map_err(|m| Error::runtime(format!("bad parameters from the coordinator: {m}")))?;
         self.be.set_params(&self.gen, &self.disc)
+    }
+
+    /// Takes over the training state for whole steps (on the backend's own
+    /// step when it has one, else the host step).
+    pub fn load(&mut self, st: &proto::State) {
+        let [mut og, mut od] = self.fresh_opt.clone();
+        let decoded = (|| -> std::result::Result<(), String> {
+            f32le::decode(&st.generator, &mut self.gen, "generator")?;
+            f32le::decode(&st.discriminator, &mut self.disc, "discriminator")?;
+            for (bytes, v, what) in [
+                (&st.gen_m, &mut og.m, "gen_m"),
+                (&st.gen_v, &mut og.v, "gen_v"),
+                (&st.disc_m, &mut od.m, "disc_m"),
+                (&st.disc_v, &mut od.v, "disc_v"),
+            ] {
+                f32le::decode(bytes, v, what)?;
+            }
+            Ok(())
+        })();
+        (og.t, od.t) = (st.gen_t, st.disc_t);
+        let loaded = decoded.map_err(Error::runtime).and_then(|_| match self.be.device_step() {
+            Some(d) => d.load(&self.gen, &self.disc, [&og, &od]),
+            None => self.host.load(self.be.as_mut(), &self.gen, &self.disc, [&og, &od]),
+        });
+        self.load_error = loaded.err().map(|e| format!("cannot take over the training state: {e}"));
+    }
+
+    /// Runs one whole step and reports its figures.
+    pub fn whole_step(&mut self, req: &proto::StepRequest) -> proto::StepResult {
+        let started = Instant::now();
+        let input = backend::StepInput {
+            step: req.step,
+            loss_scale: req.loss_scale,
+            gen: [req.gen_a, req.gen_b],
+            disc: [req.disc_a, req.disc_b],
+        };
+        let mut res = proto::StepResult { request_id: req.request_id, step: req.step, ..Default::default() };
+        let out = match &self.load_error {
+            Some(e) => Err(Error::runtime(e.clone())),
+            None if !(req.loss_scale.is_finite() && req.loss_scale > 0.0) => {
+                Err(Error::runtime(format!("loss scale {} is not a positive number", req.loss_scale)))
+            }
+            None => match self.be.device_step() {
+                Some(d) => d.step(&input, req.with_gen_grad),
+                None => self.host.step(self.be.as_mut(), &input, req.with_gen_grad),
+            },
+        };
+        match out {
+            Ok(o) => {
+                res.nonfinite = o.nonfinite;
+                res.bad_params = o.bad_params;
+                res.stats = f32le::encode(&o.stats);
+                (res.sq_norm_disc, res.sq_norm_gen) = (o.sq_norm_disc, o.sq_norm_gen);
+                let parts = match self.be.device_step() {
+                    Some(d) => d.part_seconds(),
+                    None => Some(self.host.part_seconds),
+                };
+                [res.phase_one_seconds, res.phase_two_seconds, res.optimizer_seconds] = parts.unwrap_or_default();
+            }
+            Err(e) => res.error = e.to_string(),
+        }
+        res.compute_seconds = started.elapsed().as_secs_f64();
+        res
+    }
+
+    /// The training state after the whole steps so far.
+    pub fn store(&mut self, request_id: u64) -> proto::State {
+        let mut st = proto::State { request_id, ..Default::default() };
+        if let Some(e) = &self.load_error {
+            st.error = e.clone();
+            return st;
+        }
+        let [mut og, mut od] = self.fresh_opt.clone();
+        let stored = match self.be.device_step() {
+            Some(d) => d.store(&mut self.gen, &mut self.disc, [&mut og, &mut od]),
+            None => self.host.store(&mut self.gen, &mut self.disc, [&mut og, &mut od]),
+        };
+        match stored {
+            Ok(()) => {
+                (st.generator, st.discriminator) = (f32le::encode(&self.gen), f32le::encode(&self.disc));
+                (st.gen_m, st.gen_v, st.disc_m, st.disc_v) =
+                    (f32le::encode(&og.m), f32le::encode(&og.v), f32le::encode(&od.m), f32le::encode(&od.v));
+                (st.gen_t, st.disc_t) = (og.t, od.t);
+            }
+            Err(e) => st.error = format!("cannot send the training state back: {e}"),
+        }
+        st
     }
 
     /// Computes the answer to one phase request: the shard's partial sums

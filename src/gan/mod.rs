@@ -1,6 +1,8 @@
 //! The game: the objective, the two phases of a step on a chunk, the
-//! optimizers, loss scaling, and the trainer that drives steps and reduces partial sums.
+//! optimizers, loss scaling, the trainer that drives steps and reduces partial
+//! sums, and the same step on one backend for a worker running whole steps.
 
+pub mod host_step;
 pub mod loss_scale;
 pub mod objective;
 pub mod optim;

@@ -171,6 +171,8 @@ pub struct Trainer {
     shards: Vec<Range<usize>>,
     layout: PartialLayout,
     partials: Vec<f32>,
+    /// The rows of `partials` the last phase wrote (a folded shard: its first).
+    live_rows: Vec<usize>,
     grad_disc: Vec<f32>,
     grad_gen: Vec<f32>,
     stats: [f32; stat::COUNT],
@@ -185,6 +187,8 @@ pub struct Trainer {
     /// parameters and moments are then behind until `sync`.
     device_step: bool,
     state_behind: bool,
+    /// Whole steps whenever the workers allow them (`set_device_step`).
+    want_device_step: bool,
 }
 
 /// Hands over the workers that have joined since it was last asked.
@@ -207,6 +211,7 @@ impl Trainer {
         let layout = game.layout();
         let mut t = Trainer {
             partials: vec![0.0; cfg.chunks() * layout.stride()],
+            live_rows: Vec::new(),
             grad_disc: vec![0.0; layout.n_disc],
             grad_gen: vec![0.0; layout.n_gen],
             stats: [0.0; stat::COUNT],
@@ -216,6 +221,7 @@ impl Trainer {
             joiner: None,
             device_step: false,
             state_behind: false,
+            want_device_step: true,
             layout,
             cfg,
             game,
@@ -229,17 +235,25 @@ impl Trainer {
 
     /// Uses (`on`) the only worker's own whole-step path when it has one and
     /// the update is simultaneous (the default), or the host-driven step.
-    /// Both give bitwise the same results on the same backend.
+    /// Both give bitwise the same results on the same backend.  With `on`,
+    /// the trainer also switches to whole steps whenever workers drop back
+    /// to one, and off whenever others join.
     pub fn set_device_step(&mut self, on: bool) -> Result<()> {
+        self.want_device_step = on;
+        self.use_device_step(on)
+    }
+
+    fn use_device_step(&mut self, on: bool) -> Result<()> {
         self.sync()?;
         let eligible = self.workers.len() == 1
-            && self.joiner.is_none()
             && self.cfg.train.update == Update::Simultaneous
             && self.workers[0].device_step().is_some();
         let st = &self.state;
         match (on && eligible, self.workers[0].device_step()) {
             (true, Some(d)) => {
-                d.load(&st.gen, &st.disc, [&st.opt_gen, &st.opt_disc])?;
+                if !self.device_step {
+                    d.load(&st.gen, &st.disc, [&st.opt_gen, &st.opt_disc])?;
+                }
                 self.device_step = true;
             }
             _ => {
@@ -329,6 +343,7 @@ impl Trainer {
         if let Some((i, w, shard, out)) = single {
             let secs = timed(w.as_mut(), shard, out).inspect_err(|_| self.lost.push(i))?;
             self.meters.compute[i][phase].record(secs);
+            self.note_live_rows();
             return Ok(());
         }
         // One thread per worker: a remote worker blocks while it waits for
@@ -353,7 +368,24 @@ impl Trainer {
                 }
             }
         }
-        first_err.map_or(Ok(()), Err)
+        first_err.map_or(Ok(()), Err)?;
+        self.note_live_rows();
+        Ok(())
+    }
+
+    /// Records which rows of `partials` the phase just run wrote.
+    fn note_live_rows(&mut self) {
+        self.live_rows.clear();
+        for (w, shard) in self.workers.iter().zip(&self.shards) {
+            if shard.is_empty() {
+                continue;
+            }
+            if w.folded() {
+                self.live_rows.push(shard.start);
+            } else {
+                self.live_rows.extend(shard.clone());
+            }
+        }
     }
 
     /// Sends the current parameters to every worker; one that cannot take
@@ -424,11 +456,16 @@ impl Trainer {
     /// Takes the workers that joined since the last step (from the
     /// `joiner`), gives them the current parameters, and reshards.
     fn admit(&mut self) -> Result<()> {
-        let Some(j) = self.joiner.as_mut() else { return Ok(()) };
-        let new = j();
+        let new = self.joiner.as_mut().map(|j| j()).unwrap_or_default();
         if new.is_empty() {
+            // Back to one worker after an eviction: whole steps again.
+            if self.want_device_step && !self.device_step && self.workers.len() == 1 {
+                self.use_device_step(true)?;
+            }
             return Ok(());
         }
+        // The state comes back from a worker running whole steps first.
+        self.use_device_step(false)?;
         for mut w in new {
             if let Err(e) = w.set_params(&self.state.gen, &self.state.disc) {
                 eprintln!("lockstep: {} could not join at step {}: {e}", w.device(), self.state.step);
@@ -443,13 +480,10 @@ impl Trainer {
         Ok(())
     }
 
-    /// Lets workers join at step boundaries.
+    /// Lets workers join at step boundaries (whole steps stop while there
+    /// are several).
     pub fn set_joiner(&mut self, j: Joiner) {
         self.joiner = Some(j);
-        // Joining workers need the host-driven step; cannot fail for lack of a device step.
-        if self.device_step {
-            let _ = self.set_device_step(false);
-        }
     }
 
     /// Phase 1 on the whole minibatch, reduced: fills grad_disc, stats, and
@@ -462,8 +496,9 @@ impl Trainer {
             w.phase1(&ShardTask { step, draw, chunks, with_gen_grad, loss_scale }, out)
         })?;
         self.meters.phase_one.record(t.elapsed().as_secs_f64());
-        reduce_rows(&self.partials, self.layout.stride(), self.layout.disc(), &mut self.grad_disc);
-        reduce_rows(&self.partials, self.layout.stride(), self.layout.stats(), &mut self.stats);
+        let stride = self.layout.stride();
+        reduce_rows_in(&self.partials, stride, &self.live_rows, self.layout.disc(), &mut self.grad_disc);
+        reduce_rows_in(&self.partials, stride, &self.live_rows, self.layout.stats(), &mut self.stats);
         if want_gen {
             if !with_gen_grad {
                 let t = std::time::Instant::now();
@@ -473,7 +508,7 @@ impl Trainer {
                 r?;
                 self.meters.phase_two.record(t.elapsed().as_secs_f64());
             }
-            reduce_rows(&self.partials, self.layout.stride(), self.layout.gen(), &mut self.grad_gen);
+            reduce_rows_in(&self.partials, stride, &self.live_rows, self.layout.gen(), &mut self.grad_gen);
         }
         Ok(())
     }
@@ -569,8 +604,28 @@ impl Trainer {
         };
         let with_gen_grad = self.game.eta == 0.0;
         let t = std::time::Instant::now();
-        let out = self.workers[0].device_step().expect("device step in use").step(&input, with_gen_grad)?;
-        self.meters.compute[0][0].record(t.elapsed().as_secs_f64());
+        let d = self.workers[0].device_step().expect("device step in use");
+        let out = d.step(&input, with_gen_grad).map_err(|e| {
+            Error::runtime(format!(
+                "step {} failed on the only worker: {e}; start a worker and resume from the last checkpoint",
+                self.state.step
+            ))
+        })?;
+        match d.part_seconds() {
+            // A remote worker's own times for phase 1, phase 2 and the optimizer.
+            Some([one, two, opt]) => {
+                let m = &self.meters;
+                m.compute[0][0].record(one);
+                m.compute[0][1].record(two);
+                m.phase_one.record(one);
+                m.phase_two.record(two);
+                m.optimizer.record(opt);
+            }
+            None => {
+                let secs = self.workers[0].reported_compute_seconds().unwrap_or_else(|| t.elapsed().as_secs_f64());
+                self.meters.compute[0][0].record(secs);
+            }
+        }
         self.state_behind = true;
         let rep = StepReport::new(self.state.step, &out.stats, out.sq_norm_disc, out.sq_norm_gen);
         let ok = out.nonfinite == 0;
@@ -634,20 +689,29 @@ pub fn assign_shards(chunks: usize, capacities: &[f64]) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// out = Σ_chunks rows[c][range], added in chunk order for every element
-/// (split over threads by element, which does not change any sum).
 /// out = the rows' columns `range` added in row (chunk) order: row 0, then
-/// += row 1, ...  With each row unscaled first, the CPU twin of
-/// kernels/reduce.cu's `reduce_unscale`.
+/// += row 1, ...  (split over threads by element, which does not change any
+/// sum).  With each row unscaled first, the CPU twin of kernels/reduce.cu's
+/// `reduce_unscale`.
 pub fn reduce_rows(partials: &[f32], stride: usize, range: std::ops::Range<usize>, out: &mut [f32]) {
+    let rows: Vec<usize> = (0..partials.len() / stride).collect();
+    reduce_rows_in(partials, stride, &rows, range, out);
+}
+
+/// `reduce_rows` over the rows `rows` (in that order) of `partials`.  A
+/// folded shard's first row is its rows' sum in chunk order, so skipping the
+/// rest of the shard leaves every sum bit for bit as it was.
+pub fn reduce_rows_in(partials: &[f32], stride: usize, rows: &[usize], range: std::ops::Range<usize>, out: &mut [f32]) {
     use rayon::prelude::*;
     const PIECE: usize = 4096;
+    let row = |r: usize, start: usize, len: usize| &partials[r * stride + start..r * stride + start + len];
+    let (&first, rest) = rows.split_first().expect("at least one chunk");
     out.par_chunks_mut(PIECE).enumerate().for_each(|(i, o)| {
         let start = range.start + i * PIECE;
-        let mut rows = partials.chunks_exact(stride);
-        o.copy_from_slice(&rows.next().expect("at least one chunk")[start..start + o.len()]);
-        for r in rows {
-            for (o, v) in o.iter_mut().zip(&r[start..]) {
+        o.copy_from_slice(row(first, start, o.len()));
+        let len = o.len();
+        for &r in rest {
+            for (o, v) in o.iter_mut().zip(row(r, start, len)) {
                 *o += v;
             }
         }
