@@ -1,6 +1,8 @@
 //! A worker on the other end of a session, seen by the trainer as a
 //! `Backend`: parameters and phase requests go out on the session's stream;
-//! each phase waits, up to a deadline, for the worker's result.
+//! each phase waits, up to a deadline, for the worker's result.  As the only
+//! worker it is also a `DeviceStep`: it runs whole steps on its replica and
+//! answers each with the step's figures (see proto/lockstep.proto).
 
 use std::time::Duration;
 

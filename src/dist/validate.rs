@@ -367,4 +367,75 @@ mod tests {
         // Even a failure must answer the outstanding request.
         assert!(validate_result(&proto::PhaseResult { step: 3, ..res }, &want()).is_err());
     }
+
+    fn state(want: &StateExpected) -> proto::State {
+        let f = |n: usize| crate::f32le::encode(&vec![0.5; n]);
+        proto::State {
+            request_id: want.request_id,
+            generator: f(want.n_gen),
+            discriminator: f(want.n_disc),
+            gen_m: f(want.moments[0]),
+            gen_v: f(want.moments[0]),
+            disc_m: f(want.moments[1]),
+            disc_v: f(want.moments[1]),
+            gen_t: want.t[0],
+            disc_t: want.t[1],
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_state_sent_back_must_fit_the_run() {
+        let want = StateExpected { request_id: 9, n_gen: 5, n_disc: 3, moments: [5, 3], t: [40, 40] };
+        assert_eq!(validate_state(&state(&want), &want).unwrap(), Ok(()));
+        let sgd = StateExpected { moments: [0, 0], ..want };
+        assert_eq!(validate_state(&state(&sgd), &sgd).unwrap(), Ok(()));
+        let refused = |f: fn(&mut proto::State)| {
+            let mut st = state(&want);
+            f(&mut st);
+            let s = validate_state(&st, &want).expect_err("refused");
+            (s.code(), s.message().to_string())
+        };
+        let (c, m) = refused(|s| s.request_id = 8);
+        assert_eq!(
+            (c, m.as_str()),
+            (tonic::Code::FailedPrecondition, "State: request_id is 8, expected 9 (the outstanding request)")
+        );
+        let (c, m) = refused(|s| s.disc_v.truncate(8));
+        assert_eq!((c, m.as_str()), (tonic::Code::InvalidArgument, "State: disc_v holds 8 bytes, expected 12 (3 f32)"));
+        let (_, m) = refused(|s| s.gen_m[4..8].copy_from_slice(&f32::NAN.to_le_bytes()));
+        assert_eq!(m, "State: gen_m holds NaN at float 1");
+        let (c, m) = refused(|s| s.disc_t = 41);
+        assert_eq!(c, tonic::Code::FailedPrecondition);
+        assert!(m.contains("optimizer steps 40 and 41, expected 40 and 40"), "{m}");
+        // A worker that could not send it says why (ids still checked).
+        let failed = proto::State { error: "device lost".into(), ..state(&want) };
+        assert_eq!(validate_state(&failed, &want).unwrap(), Err("device lost".to_string()));
+    }
+
+    #[test]
+    fn a_step_result_must_answer_the_request_and_count_what_overflowed() {
+        let want = StepExpected { request_id: 3, step: 7 };
+        let good = proto::StepResult {
+            request_id: 3,
+            step: 7,
+            stats: crate::f32le::encode(&[0.25; stat::COUNT]),
+            sq_norm_disc: 1.0,
+            sq_norm_gen: 2.0,
+            compute_seconds: 0.01,
+            ..Default::default()
+        };
+        assert_eq!(validate_step(&good, &want).unwrap(), Ok([0.25; stat::COUNT]));
+        let code = |r: proto::StepResult| validate_step(&r, &want).expect_err("refused").code();
+        assert_eq!(code(proto::StepResult { step: 6, ..good.clone() }), tonic::Code::FailedPrecondition);
+        assert_eq!(code(proto::StepResult { request_id: 2, ..good.clone() }), tonic::Code::FailedPrecondition);
+        assert_eq!(code(proto::StepResult { stats: vec![0; 4], ..good.clone() }), tonic::Code::InvalidArgument);
+        assert_eq!(code(proto::StepResult { phase_two_seconds: -1.0, ..good.clone() }), tonic::Code::InvalidArgument);
+        let nan = proto::StepResult { sq_norm_gen: f64::NAN, ..good.clone() };
+        assert_eq!(code(nan.clone()), tonic::Code::InvalidArgument);
+        // Counted, the same values skip the step instead.
+        assert!(validate_step(&proto::StepResult { nonfinite: 1, ..nan }, &want).unwrap().is_ok());
+        let failed = proto::StepResult { error: "e".repeat(1000), ..good };
+        assert_eq!(validate_step(&failed, &want).unwrap().unwrap_err().len(), MAX_ERROR_CHARS);
+    }
 }

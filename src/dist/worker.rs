@@ -1,7 +1,8 @@
 //! The worker's side of a session: dial the coordinator, join, build the
 //! replica from the config it sends, then answer every phase request with the
 //! shard's partial sums (folded into one row when the shard starts at chunk
-//! 0, which cuts the bytes of a single worker to one row per phase).
+//! 0, which cuts the bytes of a single worker to one row per phase), or, as
+//! the only worker, run whole steps on the state the coordinator hands over.
 
 use std::time::Instant;
 
