@@ -168,10 +168,12 @@ fn a_worker_killed_mid_run_is_evicted_and_the_result_does_not_change() {
 #[test]
 fn a_worker_joining_mid_run_takes_a_shard_and_the_result_does_not_change() {
     let d = tmp("join");
-    let local = local_run(&d, "2000");
+    // One worker alone runs whole steps (thousands per second on tiny-ring):
+    // enough steps that the second joins well before the end.
+    let local = local_run(&d, "8000");
     let port = free_port();
     let run = d.join("cluster");
-    let coord = coordinator(port, "2000", "1", &run);
+    let coord = coordinator(port, "8000", "1", &run);
     let w1 = worker(port, None);
     wait_for_step(&run, 200);
     let w2 = worker(port, None);
