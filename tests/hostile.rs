@@ -114,6 +114,16 @@ fn local_run(d: &Path, steps: &str) -> PathBuf {
     local
 }
 
+/// A real `lockstep worker` process for the coordinator on `port`.
+fn good_worker(port: u16) -> Child {
+    bin()
+        .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn coordinator(port: u16, steps: &str, min_workers: &str, out: &Path) -> Child {
     bin()
         .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps])
@@ -218,12 +228,7 @@ fn bad_results_get_a_status_and_the_run_ends_where_an_undisturbed_one_does() {
     let port = free_port();
     let run = d.join("cluster");
     let coord = coordinator(port, steps, "1", &run);
-    let good = bin()
-        .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let good = good_worker(port);
     common::wait_for_step(&run, 100);
 
     let cases: [(Spoil, tonic::Code, &[&str]); 4] = [
@@ -267,12 +272,7 @@ fn a_declared_overflow_skips_the_step_and_keeps_the_worker() {
     let run = d.join("cluster");
     // Two workers (the fake one and a real one): steps run in two phases.
     let coord = coordinator(port, "40", "2", &run);
-    let good = bin()
-        .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let good = good_worker(port);
     let mut overflows = 0;
     let spoil = |r: &mut proto::PhaseResult| {
         // Phase 1 of step 20 overflows (as fp16 under loss scaling would);

@@ -50,19 +50,12 @@ impl HostStep {
 
     /// Takes over the parameters and the optimizers' state.
     pub fn load(&mut self, be: &mut dyn Backend, gen: &[f32], disc: &[f32], opt: [&Optimizer; 2]) -> Result<()> {
-        if gen.len() != self.gen.len() || disc.len() != self.disc.len() {
-            return Err(Error::runtime(format!(
-                "state of {} + {} parameters for a replica of {} + {}",
-                gen.len(),
-                disc.len(),
-                self.gen.len(),
-                self.disc.len()
-            )));
-        }
-        self.gen.copy_from_slice(gen);
-        self.disc.copy_from_slice(disc);
+        // The backend refuses parameters that do not fit its replica.
+        be.set_params(gen, disc)?;
+        self.gen = gen.to_vec();
+        self.disc = disc.to_vec();
         self.opt = Some([opt[0].clone(), opt[1].clone()]);
-        be.set_params(gen, disc)
+        Ok(())
     }
 
     /// Copies the parameters and the optimizers' state back.
