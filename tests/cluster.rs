@@ -203,6 +203,8 @@ fn a_coordinator_killed_and_resumed_ends_bitwise_where_a_straight_run_ends() {
     // Restarted on the same port with --resume: the workers reconnect.
     let again = bin()
         .args(["coordinator", "--quiet", "--resume", "--min-workers", "2", "--listen", &format!("127.0.0.1:{port}")])
+        // Both workers reconnect within seconds; a missing one fails the test in 2 minutes, not 10.
+        .args(["--wait-seconds", "120"])
         .arg("--out")
         .arg(&run)
         .stdout(Stdio::piped())

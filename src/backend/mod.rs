@@ -52,6 +52,14 @@ pub struct Setup {
     pub chunks: usize,
 }
 
+/// One phase's work for one backend.
+#[derive(Debug, Clone)]
+pub enum PhaseWork<'a> {
+    One(ShardTask),
+    /// Phase 2 with v = grad_D V of the whole minibatch.
+    Two(&'a [f32]),
+}
+
 pub trait Backend: Send {
     /// `cpu` or `cuda`.
     fn name(&self) -> &'static str;
@@ -71,6 +79,24 @@ pub trait Backend: Send {
     /// Phase 2 on the chunks of the last phase 1: v = grad_D V of the whole
     /// minibatch; writes each chunk's grad_G into `out`.
     fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()>;
+    /// Runs `work`: `phase1` or `phase2`.
+    fn run(&mut self, work: &PhaseWork<'_>, out: &mut [f32]) -> Result<()> {
+        match work {
+            PhaseWork::One(task) => self.phase1(task, out),
+            PhaseWork::Two(v) => self.phase2(v, out),
+        }
+    }
+    /// Sends `work` off without waiting for its result, when the backend
+    /// computes elsewhere (a remote worker: its request goes out, and
+    /// `finish` waits for the answer); false when it computes in `run`.  The
+    /// trainer starts every remote worker's phase before it waits for any.
+    fn start(&mut self, _work: &PhaseWork<'_>) -> Result<bool> {
+        Ok(false)
+    }
+    /// Waits for the phase `start` sent off and writes its rows into `out`.
+    fn finish(&mut self, _out: &mut [f32]) -> Result<()> {
+        Err(Error::runtime("finish without a started phase"))
+    }
     /// Whether the last phase wrote only the first row of `out`: the
     /// shard's rows already added in chunk order (a remote worker whose
     /// shard starts at chunk 0 sends that, `wire::pack_folded`).  The rest

@@ -13,7 +13,7 @@ use super::coordinator::Driver;
 use super::proto::{self, coordinator_message::Kind, worker_message};
 use super::validate::{self, Verdict};
 use super::wire;
-use crate::backend::{Backend, DeviceStep, Draw, ShardTask, StepInput, StepOutput, StepProfile};
+use crate::backend::{Backend, DeviceStep, Draw, PhaseWork, ShardTask, StepInput, StepOutput, StepProfile};
 use crate::error::{Error, Result};
 use crate::f32le;
 use crate::gan::optim::Optimizer;
@@ -44,6 +44,9 @@ pub struct RemoteWorker {
     pub last_compute_seconds: f64,
     /// The last result was folded into the shard's first row.
     last_folded: bool,
+    /// The phase request awaiting its result: what the result must be, and
+    /// the columns it carries.
+    pending: Option<(validate::Expected, Vec<std::ops::Range<usize>>)>,
     /// Whole steps: the worker's figures for the last step's parts, and
     /// their sums and count since profiling was switched on.
     last_parts: Option<[f64; 3]>,
@@ -76,6 +79,7 @@ impl RemoteWorker {
             last: None,
             last_compute_seconds: 0.0,
             last_folded: false,
+            pending: None,
             last_parts: None,
             profiled: ([0.0; 3], 0),
             bytes_sent: metrics::counter!(crate::telemetry::names::COMM_BYTES, "direction" => "sent"),
@@ -104,15 +108,23 @@ impl RemoteWorker {
         }
     }
 
-    /// Sends one phase request and writes the result into `out`.  A result
-    /// that does not fit the request is refused: the worker gets the status
-    /// on its stream, nothing of it is used, and the error evicts the worker.
-    fn phase(&mut self, req: proto::PhaseRequest, out: &mut [f32]) -> Result<()> {
+    /// Sends one phase request; `finish` waits for its result.
+    fn send_phase(&mut self, req: proto::PhaseRequest) -> Result<()> {
         self.last_folded = false;
         let want = validate::Expected::of(&req, &self.layout);
         let cols = wire::result_columns(&self.layout, req.phase == proto::Phase::Two as i32, req.with_gen_grad);
         self.bytes_sent.increment(req.v.len() as u64 + 64);
         self.send(Kind::Phase(req))?;
+        self.pending = Some((want, cols));
+        Ok(())
+    }
+
+    /// Waits for the result of the phase request sent last and writes it
+    /// into `out`.  A result that does not fit the request is refused: the
+    /// worker gets the status on its stream, nothing of it is used, and the
+    /// error evicts the worker.
+    fn receive_phase(&mut self, out: &mut [f32]) -> Result<()> {
+        let (want, cols) = self.pending.take().ok_or_else(|| Error::runtime("no phase request is outstanding"))?;
         let awaited = format!("step {}, phase {}", want.step, want.phase);
         let res = match self.receive(&awaited)? {
             worker_message::Kind::Result(r) => r,
@@ -244,40 +256,56 @@ impl Backend for RemoteWorker {
     }
 
     fn phase1(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()> {
-        let req = proto::PhaseRequest {
-            request_id: self.next_request,
-            step: task.step,
-            phase: proto::Phase::One as i32,
-            draw: match task.draw {
-                Draw::First => proto::Draw::First as i32,
-                Draw::Second => proto::Draw::Second as i32,
-            },
-            first_chunk: task.chunks.start as u32,
-            chunks: task.chunks.len() as u32,
-            with_gen_grad: task.with_gen_grad,
-            v: Vec::new(),
-            loss_scale: task.loss_scale,
-        };
-        self.next_request += 1;
-        self.last = Some(task.clone());
-        self.phase(req, out)
+        self.start(&PhaseWork::One(task.clone()))?;
+        self.receive_phase(out)
     }
 
     fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
-        let task = self.last.clone().ok_or_else(|| Error::runtime("phase 2 before phase 1"))?;
-        let req = proto::PhaseRequest {
-            request_id: self.next_request,
-            step: task.step,
-            phase: proto::Phase::Two as i32,
-            draw: 0,
-            first_chunk: task.chunks.start as u32,
-            chunks: task.chunks.len() as u32,
-            with_gen_grad: false,
-            v: f32le::encode(v),
-            loss_scale: task.loss_scale,
+        self.start(&PhaseWork::Two(v))?;
+        self.receive_phase(out)
+    }
+
+    fn start(&mut self, work: &PhaseWork<'_>) -> Result<bool> {
+        let req = match work {
+            PhaseWork::One(task) => {
+                self.last = Some(task.clone());
+                proto::PhaseRequest {
+                    request_id: self.next_request,
+                    step: task.step,
+                    phase: proto::Phase::One as i32,
+                    draw: match task.draw {
+                        Draw::First => proto::Draw::First as i32,
+                        Draw::Second => proto::Draw::Second as i32,
+                    },
+                    first_chunk: task.chunks.start as u32,
+                    chunks: task.chunks.len() as u32,
+                    with_gen_grad: task.with_gen_grad,
+                    v: Vec::new(),
+                    loss_scale: task.loss_scale,
+                }
+            }
+            PhaseWork::Two(v) => {
+                let task = self.last.as_ref().ok_or_else(|| Error::runtime("phase 2 before phase 1"))?;
+                proto::PhaseRequest {
+                    request_id: self.next_request,
+                    step: task.step,
+                    phase: proto::Phase::Two as i32,
+                    draw: 0,
+                    first_chunk: task.chunks.start as u32,
+                    chunks: task.chunks.len() as u32,
+                    with_gen_grad: false,
+                    v: f32le::encode(v),
+                    loss_scale: task.loss_scale,
+                }
+            }
         };
         self.next_request += 1;
-        self.phase(req, out)
+        self.send_phase(req)?;
+        Ok(true)
+    }
+
+    fn finish(&mut self, out: &mut [f32]) -> Result<()> {
+        self.receive_phase(out)
     }
 }
 

@@ -135,7 +135,17 @@ pub async fn run_session_noting(
             Err(s) => return Err(ended(s)),
         };
         if out_tx.send(proto::WorkerMessage { kind: Some(answer) }).await.is_err() {
-            return Ok(());
+            // The outgoing stream is gone: the session has ended, and the
+            // incoming side says how.  Only a clean end is the end of
+            // training; a broken connection (a coordinator killed while
+            // this worker computed) means reconnecting, not exiting.
+            loop {
+                match inbound.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return Ok(()),
+                    Err(s) => return Err(ended(s)),
+                }
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::loss_scale::LossScale;
 use super::optim::{Direction, Optimizer};
 use super::phases::{stat, Game, PartialLayout};
-use crate::backend::{Backend, Draw, Setup, ShardTask};
+use crate::backend::{Backend, Draw, PhaseWork, Setup, ShardTask};
 use crate::config::{Config, Update};
 use crate::data::Mixture;
 use crate::error::{Error, Result};
@@ -158,9 +158,6 @@ impl Meters {
         ]
     }
 }
-
-/// What a phase asks of one worker: its backend, its chunks, its rows of partial sums.
-type WorkerJob<'a> = dyn Fn(&mut dyn Backend, Range<usize>, &mut [f32]) -> Result<()> + Sync + 'a;
 
 pub struct Trainer {
     pub cfg: Config,
@@ -313,51 +310,64 @@ impl Trainer {
         &self.shards
     }
 
-    /// Runs `f` on every worker with a shard, each with its rows of the
-    /// partial sums, concurrently when there are several, and records each
-    /// worker's compute time for `phase` (0: one, 1: two): the time the
-    /// worker reports, else the call's own, measured before any
-    /// synchronization.
-    fn on_workers(&mut self, phase: usize, f: &WorkerJob<'_>) -> Result<()> {
+    /// Runs `work(shard)` on every worker with a shard, each with its rows
+    /// of the partial sums, and records each worker's compute time for
+    /// `phase` (0: one, 1: two): the time the worker reports, else the
+    /// call's own, measured before any synchronization.  Remote workers'
+    /// requests all go out first and their answers are awaited in order on
+    /// this thread (which drives their sessions meanwhile); local backends
+    /// compute concurrently, one thread each, when there are several.  Every
+    /// started phase is awaited even after a failure, so that no answer is
+    /// left behind on a session.
+    fn on_workers<'v>(&mut self, phase: usize, work: &dyn Fn(Range<usize>) -> PhaseWork<'v>) -> Result<()> {
         let stride = self.layout.stride();
-        let timed = |w: &mut dyn Backend, shard: Range<usize>, out: &mut [f32]| -> Result<f64> {
+        let timed = |w: &mut Box<dyn Backend>, job: &PhaseWork<'_>, out: &mut [f32]| -> Result<f64> {
             let t = std::time::Instant::now();
-            f(w, shard, out)?;
+            w.run(job, out)?;
             Ok(w.reported_compute_seconds().unwrap_or_else(|| t.elapsed().as_secs_f64()))
         };
+        if let ([w], [shard]) = (&mut self.workers[..], &self.shards[..]) {
+            // One worker: no bookkeeping (and no allocation) per phase.
+            let job = work(shard.clone());
+            let secs = timed(w, &job, &mut self.partials[..shard.len() * stride]).inspect_err(|_| self.lost.push(0))?;
+            self.meters.compute[0][phase].record(secs);
+            self.note_live_rows();
+            return Ok(());
+        }
         let mut rest: &mut [f32] = &mut self.partials;
-        let mut jobs = Vec::new();
-        let mut single = None;
+        let (mut remote, mut local) = (Vec::new(), Vec::new());
+        let mut failed: Vec<(usize, Error)> = Vec::new();
         for (i, (w, shard)) in self.workers.iter_mut().zip(&self.shards).enumerate() {
             let (mine, tail) = std::mem::take(&mut rest).split_at_mut(shard.len() * stride);
             rest = tail;
             if shard.is_empty() {
                 continue;
             }
-            if self.shards.len() == 1 {
-                single = Some((i, w, shard.clone(), mine));
-            } else {
-                jobs.push((i, w, shard.clone(), mine));
+            let job = work(shard.clone());
+            match w.start(&job) {
+                Ok(true) => remote.push((i, w, mine)),
+                Ok(false) => local.push((i, w, job, mine)),
+                Err(e) => failed.push((i, e)),
             }
         }
-        if let Some((i, w, shard, out)) = single {
-            let secs = timed(w.as_mut(), shard, out).inspect_err(|_| self.lost.push(i))?;
-            self.meters.compute[i][phase].record(secs);
-            self.note_live_rows();
-            return Ok(());
+        let mut done: Vec<(usize, Result<f64>)> = if local.len() == 1 {
+            local.into_iter().map(|(i, w, job, out)| (i, timed(w, &job, out))).collect()
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    local.into_iter().map(|(i, w, job, out)| (i, s.spawn(move || timed(w, &job, out)))).collect();
+                handles
+                    .into_iter()
+                    .map(|(i, h)| (i, h.join().unwrap_or_else(|_| Err(Error::runtime("a worker panicked")))))
+                    .collect()
+            })
+        };
+        for (i, w, out) in remote {
+            let r = w.finish(out).map(|()| w.reported_compute_seconds().unwrap_or(0.0));
+            done.push((i, r));
         }
-        // One thread per worker: a remote worker blocks while it waits for
-        // its answer, which must not tie up the compute threads.
-        let done: Vec<(usize, Result<f64>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .map(|(i, w, shard, out)| (i, s.spawn(move || timed(w.as_mut(), shard, out))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(i, h)| (i, h.join().unwrap_or_else(|_| Err(Error::runtime("a worker panicked")))))
-                .collect()
-        });
+        done.extend(failed.into_iter().map(|(i, e)| (i, Err(e))));
+        done.sort_by_key(|(i, _)| *i);
         let mut first_err = None;
         for (i, r) in done {
             match r {
@@ -492,9 +502,7 @@ impl Trainer {
         let with_gen_grad = want_gen && self.game.eta == 0.0;
         let (step, loss_scale) = (self.state.step, self.state.loss_scale.scale);
         let t = std::time::Instant::now();
-        self.on_workers(0, &|w, chunks, out| {
-            w.phase1(&ShardTask { step, draw, chunks, with_gen_grad, loss_scale }, out)
-        })?;
+        self.on_workers(0, &|chunks| PhaseWork::One(ShardTask { step, draw, chunks, with_gen_grad, loss_scale }))?;
         self.meters.phase_one.record(t.elapsed().as_secs_f64());
         let stride = self.layout.stride();
         reduce_rows_in(&self.partials, stride, &self.live_rows, self.layout.disc(), &mut self.grad_disc);
@@ -503,7 +511,7 @@ impl Trainer {
             if !with_gen_grad {
                 let t = std::time::Instant::now();
                 let v = std::mem::take(&mut self.grad_disc);
-                let r = self.on_workers(1, &|w, _, out| w.phase2(&v, out));
+                let r = self.on_workers(1, &|_| PhaseWork::Two(&v));
                 self.grad_disc = v;
                 r?;
                 self.meters.phase_two.record(t.elapsed().as_secs_f64());
