@@ -274,7 +274,13 @@ impl Trainer {
         if self.state_behind {
             let st = &mut self.state;
             let d = self.workers[0].device_step().expect("device step in use");
-            d.store(&mut st.gen, &mut st.disc, [&mut st.opt_gen, &mut st.opt_disc])?;
+            d.store(&mut st.gen, &mut st.disc, [&mut st.opt_gen, &mut st.opt_disc]).map_err(|e| {
+                Error::runtime(format!(
+                    "cannot fetch the training state of step {} from the worker running whole steps: {e}; \
+                     resume from the last checkpoint (with a worker running)",
+                    st.step
+                ))
+            })?;
             self.state_behind = false;
         }
         Ok(())
