@@ -10,7 +10,7 @@ use lockstep::checkpoint;
 
 mod common;
 
-use common::{bin, finish, free_port, params};
+use common::{bin, coordinator, finish, free_port, local_run, params};
 
 fn tmp(name: &str) -> PathBuf {
     common::tmp("cluster", name)
@@ -120,28 +120,6 @@ fn beyond_loopback_a_token_is_required_and_checked() {
 }
 
 use common::wait_for_step;
-
-fn local_run(d: &Path, steps: &str) -> PathBuf {
-    let local = d.join("local");
-    let o = bin()
-        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps, "--out"])
-        .arg(&local)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    local
-}
-
-fn coordinator(port: u16, steps: &str, min_workers: &str, out: &Path) -> Child {
-    bin()
-        .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps])
-        .args(["--min-workers", min_workers, "--listen", &format!("127.0.0.1:{port}"), "--out"])
-        .arg(out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 #[test]
 fn a_worker_killed_mid_run_is_evicted_and_the_result_does_not_change() {

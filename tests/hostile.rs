@@ -91,7 +91,6 @@ fn bad_sessions_are_refused_and_good_workers_still_train() {
 // ---------------------------------------------------------------------------
 // Bad results from a worker that has joined a coordinator process.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use lockstep::checkpoint;
@@ -100,36 +99,13 @@ use lockstep::dist::worker::Replica;
 
 mod common;
 
-use common::{bin, finish, free_port, params};
-
-/// `lockstep train` in process (no gRPC) for `steps` steps, into `d/local`.
-fn local_run(d: &Path, steps: &str) -> PathBuf {
-    let local = d.join("local");
-    let o = bin()
-        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps, "--out"])
-        .arg(&local)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    local
-}
+use common::{bin, coordinator, finish, free_port, local_run, params};
 
 /// A real `lockstep worker` process for the coordinator on `port`.
 fn good_worker(port: u16) -> Child {
     bin()
         .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu"])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn coordinator(port: u16, steps: &str, min_workers: &str, out: &Path) -> Child {
-    bin()
-        .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps])
-        .args(["--min-workers", min_workers, "--listen", &format!("127.0.0.1:{port}"), "--out"])
-        .arg(out)
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lockstep::checkpoint;
@@ -72,4 +72,30 @@ pub fn finish_cluster(coord: Child, workers: Vec<Child>) -> (String, serde_json:
         assert!(o.status.success(), "worker: {}", String::from_utf8_lossy(&o.stderr));
     }
     (err, serde_json::from_slice(&c.stdout).unwrap())
+}
+
+/// `lockstep train` of tests/data/tiny-ring.toml in process (no gRPC) for
+/// `steps` steps, into `d/local`.
+pub fn local_run(d: &Path, steps: &str) -> PathBuf {
+    let local = d.join("local");
+    let o = bin()
+        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps, "--out"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    local
+}
+
+/// `lockstep coordinator` of tests/data/tiny-ring.toml on 127.0.0.1:`port`,
+/// its output piped.
+pub fn coordinator(port: u16, steps: &str, min_workers: &str, out: &Path) -> Child {
+    bin()
+        .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", steps])
+        .args(["--min-workers", min_workers, "--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
