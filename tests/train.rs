@@ -90,6 +90,28 @@ fn grpc_and_in_process_workers_give_bitwise_the_same_parameters() {
 }
 
 #[test]
+fn one_worker_over_grpc_runs_whole_steps_bitwise_as_in_process_for_every_objective_and_optimizer() {
+    // One worker over gRPC runs whole steps on its replica (gan::host_step);
+    // eta = 0 takes grad_G from phase 1, SGD has no moments, nsgan and wgan
+    // other objectives.  The optimizers' state must match too.
+    for (i, set) in ["train.eta=0", "optimizer.kind=\"sgd\"", "train.objective=\"nsgan\"", "train.objective=\"wgan\""]
+        .into_iter()
+        .enumerate()
+    {
+        let run = |transport: &str| {
+            let args =
+                ["--config", "tests/data/tiny-ring.toml", "--steps", "50", "--transport", transport, "--set", set];
+            final_state(&format!("whole{i}{transport}"), &args).1
+        };
+        let (local, remote) = (run("inproc"), run("grpc"));
+        assert_same_bits(&remote, &local, set);
+        assert_eq!(remote.opt_gen, local.opt_gen, "{set}");
+        assert_eq!(remote.opt_disc, local.opt_disc, "{set}");
+        assert_eq!((remote.step, remote.skipped), (local.step, local.skipped), "{set}");
+    }
+}
+
+#[test]
 fn results_do_not_depend_on_the_number_of_threads() {
     let run = |t: &str| {
         final_state(&format!("threads{t}"), &["--config", "tests/data/tiny-ring.toml", "--steps", "60", "--threads", t])
