@@ -127,6 +127,7 @@ async fn fake_worker(
     let mut client = CoordinatorClient::new(ch).max_decoding_message_size(64 << 20);
     let mut inbound = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     let mut replica = None;
+    let mut skipped_last = false;
     loop {
         let kind = match inbound.message().await {
             Ok(Some(m)) => m.kind.expect("a message with a kind"),
@@ -148,9 +149,16 @@ async fn fake_worker(
             }
             Kind::Phase(req) => worker_message::Kind::Result(replica.as_mut().expect("Welcome first").answer(&req)),
             // Whole steps, when it is the only worker.
-            Kind::Step(req) => worker_message::Kind::Step(
-                skip(&req).unwrap_or_else(|| replica.as_mut().expect("Welcome first").whole_step(&req)),
-            ),
+            Kind::Step(req) => worker_message::Kind::Step(if req.speculative && skipped_last {
+                // Sent ahead of a step this worker skipped: discarded, as a real worker does.
+                proto::StepResult { request_id: req.request_id, step: req.step, discarded: true, ..Default::default() }
+            } else if let Some(r) = skip(&req) {
+                skipped_last = true;
+                r
+            } else {
+                skipped_last = false;
+                replica.as_mut().expect("Welcome first").whole_step(&req)
+            }),
             Kind::Store(req) => {
                 worker_message::Kind::State(replica.as_mut().expect("Welcome first").store(req.request_id))
             }

@@ -154,6 +154,14 @@ pub trait DeviceStep {
     fn load(&mut self, gen: &[f32], disc: &[f32], opt: [&crate::gan::optim::Optimizer; 2]) -> Result<()>;
     /// One step (the caller skips the update's bookkeeping when `nonfinite` > 0).
     fn step(&mut self, input: &StepInput, with_gen_grad: bool) -> Result<StepOutput>;
+    /// `step`, with the inputs the next step will have if this one is
+    /// applied (`next`, when the caller will not need the state between
+    /// them): a remote worker sends that request ahead and starts it without
+    /// waiting for the round trip.  The default ignores `next`.
+    fn step_ahead(&mut self, input: &StepInput, with_gen_grad: bool, next: Option<&StepInput>) -> Result<StepOutput> {
+        let _ = next;
+        self.step(input, with_gen_grad)
+    }
     /// Copies the parameters and moments back.
     fn store(&mut self, gen: &mut [f32], disc: &mut [f32], opt: [&mut crate::gan::optim::Optimizer; 2]) -> Result<()>;
     /// Times the step's parts (phase 1, phase 2, optimizer) with CUDA events

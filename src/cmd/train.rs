@@ -223,10 +223,17 @@ pub fn train_on(
     let game = trainer::setup(&cfg).game;
     let state = state.unwrap_or_else(|| TrainState::init(&cfg, &game));
     let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), state.step)?;
+    let log = cfg.log.clone();
+    let total = cfg.train.steps;
     let mut t = Trainer::new(cfg, game, state, workers)?;
     if let Some(j) = joiner {
         t.set_joiner(j);
     }
+    // Where train_loop syncs: evaluations, sample plots, checkpoints, the end.
+    let at = move |step: u64, every: u64| step == total || (every > 0 && step % every == 0);
+    t.set_sync_points(Box::new(move |b| {
+        at(b, log.eval_every) || at(b, log.sample_every) || at(b, log.checkpoint_every)
+    }));
     train_loop(&mut t, &run_dir, &mut metrics, quiet)
 }
 

@@ -11,13 +11,13 @@ use tonic::{Code, Status, Streaming};
 
 use super::coordinator::Driver;
 use super::proto::{self, coordinator_message::Kind, worker_message};
-use super::validate::{self, Verdict};
+use super::validate::{self, StepVerdict, Verdict};
 use super::wire;
 use crate::backend::{Backend, DeviceStep, Draw, PhaseWork, ShardTask, StepInput, StepOutput, StepProfile};
 use crate::error::{Error, Result};
 use crate::f32le;
 use crate::gan::optim::Optimizer;
-use crate::gan::phases::PartialLayout;
+use crate::gan::phases::{stat, PartialLayout};
 
 pub type Outbound = tmpsc::Sender<std::result::Result<proto::CoordinatorMessage, Status>>;
 
@@ -47,6 +47,8 @@ pub struct RemoteWorker {
     /// The phase request awaiting its result: what the result must be, and
     /// the columns it carries.
     pending: Option<(validate::Expected, Vec<std::ops::Range<usize>>)>,
+    /// Whole steps: the request sent ahead, not yet answered.
+    ahead: Option<Ahead>,
     /// Whole steps: the worker's figures for the last step's parts, and
     /// their sums and count since profiling was switched on.
     last_parts: Option<[f64; 3]>,
@@ -80,6 +82,7 @@ impl RemoteWorker {
             last_compute_seconds: 0.0,
             last_folded: false,
             pending: None,
+            ahead: None,
             last_parts: None,
             profiled: ([0.0; 3], 0),
             bytes_sent: metrics::counter!(crate::telemetry::names::COMM_BYTES, "direction" => "sent"),
@@ -149,6 +152,50 @@ impl RemoteWorker {
         }
     }
 
+    /// Sends a whole-step request; `await_step` waits for its answer.
+    fn send_step(
+        &mut self,
+        input: &StepInput,
+        with_gen_grad: bool,
+        speculative: bool,
+    ) -> Result<validate::StepExpected> {
+        let req = proto::StepRequest {
+            request_id: self.next_request,
+            step: input.step,
+            loss_scale: input.loss_scale,
+            gen_a: input.gen[0],
+            gen_b: input.gen[1],
+            disc_a: input.disc[0],
+            disc_b: input.disc[1],
+            with_gen_grad,
+            speculative,
+        };
+        self.next_request += 1;
+        let want = validate::StepExpected { request_id: req.request_id, step: req.step, speculative };
+        self.bytes_sent.increment(64);
+        self.send(Kind::Step(req))?;
+        Ok(want)
+    }
+
+    /// Waits for the answer to a whole-step request: the result and its
+    /// stats, or None when the worker discarded a request sent ahead.
+    fn await_step(&mut self, want: &validate::StepExpected) -> Result<Option<(proto::StepResult, [f32; stat::COUNT])>> {
+        let awaited = format!("step {} (a whole step)", want.step);
+        let res = match self.receive(&awaited)? {
+            worker_message::Kind::Step(r) => r,
+            _ => return Err(self.wrong_kind(&awaited, "StepResult")),
+        };
+        self.bytes_received.increment(res.stats.len() as u64 + 96);
+        match validate::validate_step(&res, want) {
+            Err(st) => Err(self.refuse(st)),
+            Ok(StepVerdict::Failed(why)) => {
+                Err(Error::runtime(format!("worker {} failed step {}: {why}", self.id, want.step)))
+            }
+            Ok(StepVerdict::Discarded) => Ok(None),
+            Ok(StepVerdict::Ran(stats)) => Ok(Some((res, stats))),
+        }
+    }
+
     /// Waits, up to the deadline, for the worker's next message (or why the
     /// session ended); `awaited` names what it answers, for the messages.  A
     /// message that breaks the protocol (over the size limit, not a message,
@@ -210,6 +257,13 @@ impl RemoteWorker {
             wire::unpack_columns(&res.partials, out, stride, cols, &what).map_err(Error::runtime)
         }
     }
+}
+
+/// A whole-step request sent ahead: the inputs it assumed, and its answer's ids.
+struct Ahead {
+    input: StepInput,
+    with_gen_grad: bool,
+    want: validate::StepExpected,
 }
 
 /// Sets `cols` of every row (`stride` floats each) to `x`.
@@ -333,30 +387,39 @@ impl DeviceStep for RemoteWorker {
     }
 
     fn step(&mut self, input: &StepInput, with_gen_grad: bool) -> Result<StepOutput> {
-        let req = proto::StepRequest {
-            request_id: self.next_request,
-            step: input.step,
-            loss_scale: input.loss_scale,
-            gen_a: input.gen[0],
-            gen_b: input.gen[1],
-            disc_a: input.disc[0],
-            disc_b: input.disc[1],
-            with_gen_grad,
+        self.step_ahead(input, with_gen_grad, None)
+    }
+
+    fn step_ahead(&mut self, input: &StepInput, with_gen_grad: bool, next: Option<&StepInput>) -> Result<StepOutput> {
+        // The request sent ahead last time, if any, is this step's when its
+        // guess held; the worker discarded it when the step before was not
+        // applied (the guess then cannot hold either).
+        let mut ran = None;
+        if let Some(ahead) = self.ahead.take() {
+            if let Some(res) = self.await_step(&ahead.want)? {
+                if (ahead.input, ahead.with_gen_grad) != (*input, with_gen_grad) {
+                    return Err(Error::runtime(format!(
+                        "worker {} ran step {} sent ahead, but the step's inputs turned out otherwise",
+                        self.id, ahead.input.step
+                    )));
+                }
+                ran = Some(res);
+            }
+        }
+        let want = match ran {
+            Some(_) => None,
+            None => Some(self.send_step(input, with_gen_grad, false)?),
         };
-        self.next_request += 1;
-        let want = validate::StepExpected { request_id: req.request_id, step: req.step };
-        self.bytes_sent.increment(64);
-        self.send(Kind::Step(req))?;
-        let awaited = format!("step {} (a whole step)", want.step);
-        let res = match self.receive(&awaited)? {
-            worker_message::Kind::Step(r) => r,
-            _ => return Err(self.wrong_kind(&awaited, "StepResult")),
-        };
-        self.bytes_received.increment(res.stats.len() as u64 + 96);
-        let stats = match validate::validate_step(&res, &want) {
-            Err(st) => return Err(self.refuse(st)),
-            Ok(Err(why)) => return Err(Error::runtime(format!("worker {} failed step {}: {why}", self.id, want.step))),
-            Ok(Ok(stats)) => stats,
+        if let Some(n) = next {
+            let want = self.send_step(n, with_gen_grad, true)?;
+            self.ahead = Some(Ahead { input: *n, with_gen_grad, want });
+        }
+        let (res, stats) = match (ran, want) {
+            (Some(r), _) => r,
+            (None, Some(w)) => self.await_step(&w)?.ok_or_else(|| {
+                Error::runtime(format!("worker {} discarded step {}, which was not sent ahead", self.id, w.step))
+            })?,
+            (None, None) => unreachable!("a step is either run ahead or sent now"),
         };
         self.last_compute_seconds = res.compute_seconds;
         let parts = [res.phase_one_seconds, res.phase_two_seconds, res.optimizer_seconds];
@@ -376,6 +439,16 @@ impl DeviceStep for RemoteWorker {
     }
 
     fn store(&mut self, gen: &mut [f32], disc: &mut [f32], opt: [&mut Optimizer; 2]) -> Result<()> {
+        // A request sent ahead must have been discarded: the state asked for
+        // is the one before it.
+        if let Some(ahead) = self.ahead.take() {
+            if self.await_step(&ahead.want)?.is_some() {
+                return Err(Error::runtime(format!(
+                    "worker {} ran step {} ahead of the state asked for",
+                    self.id, ahead.input.step
+                )));
+            }
+        }
         let req = proto::StoreRequest { request_id: self.next_request };
         self.next_request += 1;
         self.bytes_sent.increment(16);

@@ -166,16 +166,25 @@ fn check_finite(res: &proto::PhaseResult, want: &Expected) -> Result<(), Status>
 pub struct StepExpected {
     pub request_id: u64,
     pub step: u64,
+    /// The request was sent ahead (it may come back discarded).
+    pub speculative: bool,
+}
+
+/// What a valid StepResult says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepVerdict {
+    /// The step ran: its reduced stats (the rest is in the message).
+    Ran([f32; stat::COUNT]),
+    /// A speculative request whose previous step was not applied: not run.
+    Discarded,
+    /// The worker could not run the step (its own words, shortened).
+    Failed(String),
 }
 
 /// Checks a StepResult: it answers the outstanding request, carries the
 /// stats, and its figures are finite unless it counts non-finite values
-/// (then the step is skipped everywhere).  Ok(Err(why)): the worker could
-/// not run the step; Ok(Ok(stats)): use it.
-pub fn validate_step(
-    res: &proto::StepResult,
-    want: &StepExpected,
-) -> Result<Result<[f32; stat::COUNT], String>, Status> {
+/// (then the step is skipped everywhere).
+pub fn validate_step(res: &proto::StepResult, want: &StepExpected) -> Result<StepVerdict, Status> {
     let what = format!("StepResult for step {}", want.step);
     if res.request_id != want.request_id || res.step != want.step {
         return Err(Status::failed_precondition(format!(
@@ -184,7 +193,14 @@ pub fn validate_step(
         )));
     }
     if !res.error.is_empty() {
-        return Ok(Err(res.error.chars().take(MAX_ERROR_CHARS).collect()));
+        return Ok(StepVerdict::Failed(res.error.chars().take(MAX_ERROR_CHARS).collect()));
+    }
+    if res.discarded {
+        return if want.speculative {
+            Ok(StepVerdict::Discarded)
+        } else {
+            Err(Status::invalid_argument(format!("{what}: discarded, but the request was not speculative")))
+        };
     }
     let mut stats = [0.0f32; stat::COUNT];
     crate::f32le::decode(&res.stats, &mut stats, "stats")
@@ -199,7 +215,7 @@ pub fn validate_step(
             "{what}: non-finite stats or gradient norms with nonfinite = 0; a worker whose values overflow must count them"
         )));
     }
-    Ok(Ok(stats))
+    Ok(StepVerdict::Ran(stats))
 }
 
 /// What a State sent back must hold: the parameters and moments of the
@@ -415,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_step_result_must_answer_the_request_and_count_what_overflowed() {
-        let want = StepExpected { request_id: 3, step: 7 };
+        let want = StepExpected { request_id: 3, step: 7, speculative: false };
         let good = proto::StepResult {
             request_id: 3,
             step: 7,
@@ -425,7 +441,7 @@ mod tests {
             compute_seconds: 0.01,
             ..Default::default()
         };
-        assert_eq!(validate_step(&good, &want).unwrap(), Ok([0.25; stat::COUNT]));
+        assert_eq!(validate_step(&good, &want).unwrap(), StepVerdict::Ran([0.25; stat::COUNT]));
         let code = |r: proto::StepResult| validate_step(&r, &want).expect_err("refused").code();
         assert_eq!(code(proto::StepResult { step: 6, ..good.clone() }), tonic::Code::FailedPrecondition);
         assert_eq!(code(proto::StepResult { request_id: 2, ..good.clone() }), tonic::Code::FailedPrecondition);
@@ -434,8 +450,19 @@ mod tests {
         let nan = proto::StepResult { sq_norm_gen: f64::NAN, ..good.clone() };
         assert_eq!(code(nan.clone()), tonic::Code::InvalidArgument);
         // Counted, the same values skip the step instead.
-        assert!(validate_step(&proto::StepResult { nonfinite: 1, ..nan }, &want).unwrap().is_ok());
-        let failed = proto::StepResult { error: "e".repeat(1000), ..good };
-        assert_eq!(validate_step(&failed, &want).unwrap().unwrap_err().len(), MAX_ERROR_CHARS);
+        assert!(matches!(
+            validate_step(&proto::StepResult { nonfinite: 1, ..nan }, &want).unwrap(),
+            StepVerdict::Ran(_)
+        ));
+        let failed = proto::StepResult { error: "e".repeat(1000), ..good.clone() };
+        match validate_step(&failed, &want).unwrap() {
+            StepVerdict::Failed(m) => assert_eq!(m.len(), MAX_ERROR_CHARS),
+            v => panic!("{v:?}"),
+        }
+        // Only a request sent ahead may come back discarded.
+        let discarded = proto::StepResult { discarded: true, stats: Vec::new(), ..good };
+        assert_eq!(code(discarded.clone()), tonic::Code::InvalidArgument);
+        let ahead = StepExpected { speculative: true, ..want };
+        assert_eq!(validate_step(&discarded, &ahead).unwrap(), StepVerdict::Discarded);
     }
 }

@@ -197,6 +197,8 @@ pub struct Replica {
     /// Why the last State could not be taken over (reported by the next
     /// StepResult or State, since Load has no answer).
     load_error: Option<String>,
+    /// Whether the last whole step was applied (a speculative request runs only then).
+    last_applied: bool,
 }
 
 impl Replica {
@@ -212,6 +214,7 @@ impl Replica {
             host: HostStep::new(layout, setup.chunks),
             fresh_opt: [init.opt_gen, init.opt_disc],
             load_error: Some("no State was handed over before the first whole step".into()),
+            last_applied: false,
             rows: Vec::new(),
             gen: vec![0.0; layout.n_gen],
             disc: vec![0.0; layout.n_disc],
@@ -251,6 +254,7 @@ impl Replica {
             None => self.host.load(self.be.as_mut(), &self.gen, &self.disc, [&og, &od]),
         });
         self.load_error = loaded.err().map(|e| format!("cannot take over the training state: {e}"));
+        self.last_applied = false;
     }
 
     /// Runs one whole step and reports its figures.
@@ -263,6 +267,11 @@ impl Replica {
             disc: [req.disc_a, req.disc_b],
         };
         let mut res = proto::StepResult { request_id: req.request_id, step: req.step, ..Default::default() };
+        if req.speculative && !self.last_applied {
+            // Its inputs assumed the previous step was applied; it was not.
+            res.discarded = true;
+            return res;
+        }
         let out = match &self.load_error {
             Some(e) => Err(Error::runtime(e.clone())),
             None if !(req.loss_scale.is_finite() && req.loss_scale > 0.0) => {
@@ -287,6 +296,7 @@ impl Replica {
             }
             Err(e) => res.error = e.to_string(),
         }
+        self.last_applied = res.error.is_empty() && res.nonfinite == 0;
         res.compute_seconds = started.elapsed().as_secs_f64();
         res
     }

@@ -47,11 +47,16 @@ impl Optimizer {
     /// β1^t), 1 / √(1 − β2^t)); SGD (sign · lr, 0).  The sign is −1 for the
     /// ascending player.
     pub fn coefficients(&self) -> [f32; 2] {
+        self.coefficients_of(self.t + 1)
+    }
+
+    /// The coefficients of update number `t` (1 is the first).
+    pub fn coefficients_of(&self, t: u64) -> [f32; 2] {
         let sign: f32 = match self.dir {
             Direction::Descend => 1.0,
             Direction::Ascend => -1.0,
         };
-        let t = (self.t + 1) as f64;
+        let t = t as f64;
         match self.kind {
             OptimizerKind::Sgd => [self.lr as f32 * sign, 0.0],
             OptimizerKind::Adam => {

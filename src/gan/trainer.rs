@@ -186,7 +186,17 @@ pub struct Trainer {
     state_behind: bool,
     /// Whole steps whenever the workers allow them (`set_device_step`).
     want_device_step: bool,
+    /// The step boundaries at which the caller reads the state (`sync`);
+    /// None: any (then no step is sent ahead).
+    sync_points: Option<SyncPoints>,
+    /// The next whole step was sent ahead (`DeviceStep::step_ahead`).
+    ahead: bool,
+    /// Workers that joined and wait for the step sent ahead to finish.
+    joining: Vec<Box<dyn Backend>>,
 }
+
+/// Whether the caller reads the state at a step boundary (after that many steps).
+pub type SyncPoints = Box<dyn Fn(u64) -> bool + Send>;
 
 /// Hands over the workers that have joined since it was last asked.
 pub type Joiner = Box<dyn FnMut() -> Vec<Box<dyn Backend>> + Send>;
@@ -219,6 +229,9 @@ impl Trainer {
             device_step: false,
             state_behind: false,
             want_device_step: true,
+            sync_points: None,
+            ahead: false,
+            joining: Vec::new(),
             layout,
             cfg,
             game,
@@ -473,16 +486,22 @@ impl Trainer {
     /// `joiner`), gives them the current parameters, and reshards.
     fn admit(&mut self) -> Result<()> {
         let new = self.joiner.as_mut().map(|j| j()).unwrap_or_default();
-        if new.is_empty() {
+        self.joining.extend(new);
+        if self.joining.is_empty() {
             // Back to one worker after an eviction: whole steps again.
             if self.want_device_step && !self.device_step && self.workers.len() == 1 {
                 self.use_device_step(true)?;
             }
             return Ok(());
         }
+        if self.ahead {
+            // The step sent ahead runs first (nothing more is sent ahead
+            // while workers wait): they join at the next step boundary.
+            return Ok(());
+        }
         // The state comes back from a worker running whole steps first.
         self.use_device_step(false)?;
-        for mut w in new {
+        for mut w in std::mem::take(&mut self.joining) {
             if let Err(e) = w.set_params(&self.state.gen, &self.state.disc) {
                 eprintln!("lockstep: {} could not join at step {}: {e}", w.device(), self.state.step);
                 continue;
@@ -500,6 +519,13 @@ impl Trainer {
     /// are several).
     pub fn set_joiner(&mut self, j: Joiner) {
         self.joiner = Some(j);
+    }
+
+    /// Says at which step boundaries the caller will `sync` (read the
+    /// state): between two others, a worker running whole steps gets the
+    /// next step's request ahead of the current step's answer.
+    pub fn set_sync_points(&mut self, f: SyncPoints) {
+        self.sync_points = Some(f);
     }
 
     /// Phase 1 on the whole minibatch, reduced: fills grad_disc, stats, and
@@ -617,9 +643,26 @@ impl Trainer {
             disc: self.state.opt_disc.coefficients(),
         };
         let with_gen_grad = self.game.eta == 0.0;
+        // The next step's inputs if this one is applied, sent ahead unless
+        // the state is needed at the boundary between them (a sync) or
+        // workers wait to join.
+        let boundary = self.state.step + 1;
+        let next =
+            (self.joining.is_empty() && self.sync_points.as_ref().is_some_and(|needs| !needs(boundary))).then(|| {
+                let mut scale = self.state.loss_scale;
+                scale.update(false);
+                let (g, d) = (&self.state.opt_gen, &self.state.opt_disc);
+                crate::backend::StepInput {
+                    step: boundary,
+                    loss_scale: scale.scale,
+                    gen: g.coefficients_of(g.t + 2),
+                    disc: d.coefficients_of(d.t + 2),
+                }
+            });
+        self.ahead = next.is_some();
         let t = std::time::Instant::now();
         let d = self.workers[0].device_step().expect("device step in use");
-        let out = d.step(&input, with_gen_grad).map_err(|e| {
+        let out = d.step_ahead(&input, with_gen_grad, next.as_ref()).map_err(|e| {
             Error::runtime(format!(
                 "step {} failed on the only worker: {e}; start a worker and resume from the last checkpoint",
                 self.state.step
