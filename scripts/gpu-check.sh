@@ -66,6 +66,20 @@ mixed() {
 }
 check coordinator-cuda-plus-cpu mixed
 
+# A CUDA worker over loopback gRPC (whole graph steps, each sent ahead of the
+# last one's answer) ends bitwise where the in-process CUDA run ends.
+cuda_grpc_bitwise() {
+    local dir
+    dir=$(mktemp -d)
+    for t in inproc grpc; do
+        "$BIN/lockstep" train --quiet --config configs/mog-ring-short.toml --steps 300 --backend cuda \
+            --transport $t --out "$dir/$t" || return 1
+    done
+    python3 scripts/same-tensors.py "$dir/inproc/checkpoints/step-0000300.safetensors" \
+        "$dir/grpc/checkpoints/step-0000300.safetensors"
+}
+check cuda-worker-over-grpc-bitwise cuda_grpc_bitwise
+
 # Issue 3's gRPC-against-in-process ratio on this host's CPU cores.
 check grpc-ratio-cpu scripts/grpc-ratio.sh "$BIN/lockstep" 4
 
