@@ -199,6 +199,9 @@ pub struct Replica {
     load_error: Option<String>,
     /// Whether the last whole step was applied (a speculative request runs only then).
     last_applied: bool,
+    /// Each optimizer's step count during whole steps (a CUDA step keeps the
+    /// moments on the device but not the counts).
+    opt_steps: [u64; 2],
 }
 
 impl Replica {
@@ -215,6 +218,7 @@ impl Replica {
             fresh_opt: [init.opt_gen, init.opt_disc],
             load_error: Some("no State was handed over before the first whole step".into()),
             last_applied: false,
+            opt_steps: [0; 2],
             rows: Vec::new(),
             gen: vec![0.0; layout.n_gen],
             disc: vec![0.0; layout.n_disc],
@@ -255,6 +259,7 @@ impl Replica {
         });
         self.load_error = loaded.err().map(|e| format!("cannot take over the training state: {e}"));
         self.last_applied = false;
+        self.opt_steps = [st.gen_t, st.disc_t];
     }
 
     /// Runs one whole step and reports its figures.
@@ -297,6 +302,9 @@ impl Replica {
             Err(e) => res.error = e.to_string(),
         }
         self.last_applied = res.error.is_empty() && res.nonfinite == 0;
+        if self.last_applied {
+            self.opt_steps = self.opt_steps.map(|t| t + 1);
+        }
         res.compute_seconds = started.elapsed().as_secs_f64();
         res
     }
@@ -318,7 +326,7 @@ impl Replica {
                 (st.generator, st.discriminator) = (f32le::encode(&self.gen), f32le::encode(&self.disc));
                 (st.gen_m, st.gen_v, st.disc_m, st.disc_v) =
                     (f32le::encode(&og.m), f32le::encode(&og.v), f32le::encode(&od.m), f32le::encode(&od.v));
-                (st.gen_t, st.disc_t) = (og.t, od.t);
+                [st.gen_t, st.disc_t] = self.opt_steps;
             }
             Err(e) => st.error = format!("cannot send the training state back: {e}"),
         }
