@@ -28,13 +28,7 @@ fn worker(port: u16, token: Option<&Path>) -> Child {
 #[test]
 fn coordinator_and_two_worker_processes_match_local_mode_bitwise() {
     let d = tmp("match");
-    let local = d.join("local");
-    let o = bin()
-        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", "60", "--out"])
-        .arg(&local)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let local = common::local_run(&d, "60");
 
     let port = free_port();
     let run = d.join("cluster");

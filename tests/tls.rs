@@ -53,13 +53,7 @@ fn worker(url: &str, args: &[&str]) -> Child {
 fn a_tls_coordinator_and_workers_match_an_in_process_run_bitwise() {
     let d = common::tmp("tls", "match");
     let (cert, key) = self_signed(&d, "coordinator");
-    let local = d.join("local");
-    let o = bin()
-        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", "60", "--out"])
-        .arg(&local)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let local = common::local_run(&d, "60");
 
     let port = free_port();
     let run = d.join("cluster");

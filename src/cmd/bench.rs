@@ -64,6 +64,8 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
     let sps = o.steps as f64 / secs;
     // Phase times: 200 more steps, each timed part by part (outside the timed loop).
     let profile = t.device_profile(200)?;
+    // A captured CUDA graph (a remote worker's whole step reports only phase times).
+    let graph = profile.filter(|p| p.graph_nodes > 0);
     Ok(json!({
         "config": cfg.name,
         "backend": t.backend().name(),
@@ -82,11 +84,11 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         // Whole steps run by the only worker itself (`DeviceStep`): one CUDA
         // graph per step, or a remote worker's own step over gRPC.
         "whole_steps": t.uses_device_step(),
-        "cuda_graph": profile.is_some_and(|p| p.graph_nodes > 0),
-        "graph_nodes": profile.filter(|p| p.graph_nodes > 0).map(|p| p.graph_nodes),
-        "graph_kernels": profile.filter(|p| p.graph_nodes > 0).map(|p| p.graph_kernels),
+        "cuda_graph": graph.is_some(),
+        "graph_nodes": graph.map(|p| p.graph_nodes),
+        "graph_kernels": graph.map(|p| p.graph_kernels),
         "phase_ms": profile.map(|p| json!({"one": p.phase_ms[0], "two": p.phase_ms[1], "optimizer": p.phase_ms[2]})),
-        "device_memory_mib": profile.filter(|p| p.graph_nodes > 0).map(|p| p.device_memory_mib),
+        "device_memory_mib": graph.map(|p| p.device_memory_mib),
         "breakdown": breakdown,
     }))
 }

@@ -114,8 +114,8 @@ impl RemoteWorker {
     /// Sends one phase request; `finish` waits for its result.
     fn send_phase(&mut self, req: proto::PhaseRequest) -> Result<()> {
         self.last_folded = false;
-        let want = validate::Expected::of(&req, &self.layout);
         let cols = wire::result_columns(&self.layout, req.phase == proto::Phase::Two as i32, req.with_gen_grad);
+        let want = validate::Expected::of(&req, &cols);
         self.bytes_sent.increment(req.v.len() as u64 + 64);
         self.send(Kind::Phase(req))?;
         self.pending = Some((want, cols));
@@ -128,10 +128,10 @@ impl RemoteWorker {
     /// error evicts the worker.
     fn receive_phase(&mut self, out: &mut [f32]) -> Result<()> {
         let (want, cols) = self.pending.take().ok_or_else(|| Error::runtime("no phase request is outstanding"))?;
-        let awaited = format!("step {}, phase {}", want.step, want.phase);
-        let res = match self.receive(&awaited)? {
+        let awaited = Awaited::Phase(want.step, want.phase);
+        let res = match self.receive(awaited)? {
             worker_message::Kind::Result(r) => r,
-            _ => return Err(self.wrong_kind(&awaited, "PhaseResult")),
+            _ => return Err(self.wrong_kind(awaited, "PhaseResult")),
         };
         self.bytes_received.increment(res.partials.len() as u64 + 64);
         match validate::validate_result(&res, &want) {
@@ -180,10 +180,10 @@ impl RemoteWorker {
     /// Waits for the answer to a whole-step request: the result and its
     /// stats, or None when the worker discarded a request sent ahead.
     fn await_step(&mut self, want: &validate::StepExpected) -> Result<Option<(proto::StepResult, [f32; stat::COUNT])>> {
-        let awaited = format!("step {} (a whole step)", want.step);
-        let res = match self.receive(&awaited)? {
+        let awaited = Awaited::Step(want.step);
+        let res = match self.receive(awaited)? {
             worker_message::Kind::Step(r) => r,
-            _ => return Err(self.wrong_kind(&awaited, "StepResult")),
+            _ => return Err(self.wrong_kind(awaited, "StepResult")),
         };
         self.bytes_received.increment(res.stats.len() as u64 + 96);
         match validate::validate_step(&res, want) {
@@ -201,7 +201,7 @@ impl RemoteWorker {
     /// message that breaks the protocol (over the size limit, not a message,
     /// no kind) ends the session: the worker gets a status saying why, and
     /// the error says the same.
-    fn receive(&mut self, awaited: &str) -> Result<worker_message::Kind> {
+    fn receive(&mut self, awaited: Awaited) -> Result<worker_message::Kind> {
         let (rx, deadline) = (&mut self.rx, self.deadline);
         // The timer is made inside the runtime's context.
         let next = self.driver.block_on(async move { tokio::time::timeout(deadline, rx.message()).await })?;
@@ -229,7 +229,7 @@ impl RemoteWorker {
     }
 
     /// Refuses a message of another kind than the one `awaited`.
-    fn wrong_kind(&self, awaited: &str, want: &str) -> Error {
+    fn wrong_kind(&self, awaited: Awaited, want: &str) -> Error {
         self.refuse(Status::invalid_argument(format!(
             "expected a {want} answering {awaited}; got another kind of message"
         )))
@@ -255,6 +255,25 @@ impl RemoteWorker {
             Ok(())
         } else {
             wire::unpack_columns(&res.partials, out, stride, cols, &what).map_err(Error::runtime)
+        }
+    }
+}
+
+/// What a message awaited answers (named in messages only when something goes wrong).
+#[derive(Debug, Clone, Copy)]
+enum Awaited {
+    /// Step, phase.
+    Phase(u64, i32),
+    Step(u64),
+    State,
+}
+
+impl std::fmt::Display for Awaited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Awaited::Phase(step, phase) => write!(f, "step {step}, phase {phase}"),
+            Awaited::Step(step) => write!(f, "step {step} (a whole step)"),
+            Awaited::State => write!(f, "the request for the training state"),
         }
     }
 }
@@ -320,38 +339,30 @@ impl Backend for RemoteWorker {
     }
 
     fn start(&mut self, work: &PhaseWork<'_>) -> Result<bool> {
-        let req = match work {
+        // Phase 2 continues the shard of the last phase 1.
+        let (phase, v) = match work {
             PhaseWork::One(task) => {
                 self.last = Some(task.clone());
-                proto::PhaseRequest {
-                    request_id: self.next_request,
-                    step: task.step,
-                    phase: proto::Phase::One as i32,
-                    draw: match task.draw {
-                        Draw::First => proto::Draw::First as i32,
-                        Draw::Second => proto::Draw::Second as i32,
-                    },
-                    first_chunk: task.chunks.start as u32,
-                    chunks: task.chunks.len() as u32,
-                    with_gen_grad: task.with_gen_grad,
-                    v: Vec::new(),
-                    loss_scale: task.loss_scale,
-                }
+                (proto::Phase::One, Vec::new())
             }
-            PhaseWork::Two(v) => {
-                let task = self.last.as_ref().ok_or_else(|| Error::runtime("phase 2 before phase 1"))?;
-                proto::PhaseRequest {
-                    request_id: self.next_request,
-                    step: task.step,
-                    phase: proto::Phase::Two as i32,
-                    draw: 0,
-                    first_chunk: task.chunks.start as u32,
-                    chunks: task.chunks.len() as u32,
-                    with_gen_grad: false,
-                    v: f32le::encode(v),
-                    loss_scale: task.loss_scale,
-                }
-            }
+            PhaseWork::Two(v) => (proto::Phase::Two, f32le::encode(v)),
+        };
+        let task = self.last.as_ref().ok_or_else(|| Error::runtime("phase 2 before phase 1"))?;
+        let one = phase == proto::Phase::One;
+        let req = proto::PhaseRequest {
+            request_id: self.next_request,
+            step: task.step,
+            phase: phase as i32,
+            draw: match (one, task.draw) {
+                (false, _) => 0,
+                (true, Draw::First) => proto::Draw::First as i32,
+                (true, Draw::Second) => proto::Draw::Second as i32,
+            },
+            first_chunk: task.chunks.start as u32,
+            chunks: task.chunks.len() as u32,
+            with_gen_grad: one && task.with_gen_grad,
+            v,
+            loss_scale: task.loss_scale,
         };
         self.next_request += 1;
         self.send_phase(req)?;
@@ -460,7 +471,7 @@ impl DeviceStep for RemoteWorker {
             t: [opt[0].t, opt[1].t],
         };
         self.send(Kind::Store(req))?;
-        let awaited = "the request for the training state";
+        let awaited = Awaited::State;
         let st = match self.receive(awaited)? {
             worker_message::Kind::State(s) => s,
             _ => return Err(self.wrong_kind(awaited, "State")),

@@ -9,8 +9,7 @@
 use tonic::Status;
 
 use super::proto;
-use super::wire;
-use crate::gan::phases::{stat, PartialLayout};
+use crate::gan::phases::stat;
 
 /// What the outstanding request lets a result be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +25,10 @@ pub struct Expected {
 }
 
 impl Expected {
-    /// What a result to `req` must look like, for a replica of `layout`.
-    pub fn of(req: &proto::PhaseRequest, layout: &PartialLayout) -> Expected {
-        let phase_two = req.phase == proto::Phase::Two as i32;
-        let width = wire::result_columns(layout, phase_two, req.with_gen_grad).iter().map(|c| c.len()).sum();
+    /// What a result to `req` must look like, carrying the columns `cols`
+    /// of each row (`wire::result_columns`).
+    pub fn of(req: &proto::PhaseRequest, cols: &[std::ops::Range<usize>]) -> Expected {
+        let width = cols.iter().map(|c| c.len()).sum();
         Expected {
             request_id: req.request_id,
             step: req.step,

@@ -253,25 +253,28 @@ impl Trainer {
         self.use_device_step(on)
     }
 
+    /// Whether the only worker can run whole steps (`DeviceStep`) in this run.
+    fn device_step_eligible(&mut self) -> bool {
+        self.workers.len() == 1
+            && self.cfg.train.update == Update::Simultaneous
+            && self.workers[0].device_step().is_some()
+    }
+
     fn use_device_step(&mut self, on: bool) -> Result<()> {
         self.sync()?;
-        let eligible = self.workers.len() == 1
-            && self.cfg.train.update == Update::Simultaneous
-            && self.workers[0].device_step().is_some();
+        let whole = on && self.device_step_eligible();
         let st = &self.state;
-        match (on && eligible, self.workers[0].device_step()) {
-            (true, Some(d)) => {
-                if !self.device_step {
-                    d.load(&st.gen, &st.disc, [&st.opt_gen, &st.opt_disc])?;
-                }
-                self.device_step = true;
+        if whole {
+            if !self.device_step {
+                let d = self.workers[0].device_step().expect("eligible");
+                d.load(&st.gen, &st.disc, [&st.opt_gen, &st.opt_disc])?;
             }
-            _ => {
-                if self.device_step {
-                    self.workers[0].set_params(&st.gen, &st.disc)?;
-                }
-                self.device_step = false;
+            self.device_step = true;
+        } else {
+            if self.device_step {
+                self.workers[0].set_params(&st.gen, &st.disc)?;
             }
+            self.device_step = false;
         }
         Ok(())
     }
@@ -489,7 +492,7 @@ impl Trainer {
         self.joining.extend(new);
         if self.joining.is_empty() {
             // Back to one worker after an eviction: whole steps again.
-            if self.want_device_step && !self.device_step && self.workers.len() == 1 {
+            if self.want_device_step && !self.device_step && self.device_step_eligible() {
                 self.use_device_step(true)?;
             }
             return Ok(());
@@ -636,12 +639,7 @@ impl Trainer {
     /// step, the loss scale and the optimizer coefficients, and mirrors the
     /// optimizers' step counts when the step was taken.
     fn device_step_once(&mut self) -> Result<(StepReport, bool)> {
-        let input = crate::backend::StepInput {
-            step: self.state.step,
-            loss_scale: self.state.loss_scale.scale,
-            gen: self.state.opt_gen.coefficients(),
-            disc: self.state.opt_disc.coefficients(),
-        };
+        let input = self.step_input(0, self.state.loss_scale);
         let with_gen_grad = self.game.eta == 0.0;
         // The next step's inputs if this one is applied, sent ahead unless
         // the state is needed at the boundary between them (a sync) or
@@ -651,13 +649,7 @@ impl Trainer {
             (self.joining.is_empty() && self.sync_points.as_ref().is_some_and(|needs| !needs(boundary))).then(|| {
                 let mut scale = self.state.loss_scale;
                 scale.update(false);
-                let (g, d) = (&self.state.opt_gen, &self.state.opt_disc);
-                crate::backend::StepInput {
-                    step: boundary,
-                    loss_scale: scale.scale,
-                    gen: g.coefficients_of(g.t + 2),
-                    disc: d.coefficients_of(d.t + 2),
-                }
+                self.step_input(1, scale)
             });
         self.ahead = next.is_some();
         let t = std::time::Instant::now();
@@ -698,6 +690,18 @@ impl Trainer {
             )));
         }
         Ok((rep, ok))
+    }
+
+    /// The inputs of the step `ahead` steps from now, every step before it
+    /// applied, under loss scale `scale`.
+    fn step_input(&self, ahead: u64, scale: LossScale) -> crate::backend::StepInput {
+        let (g, d) = (&self.state.opt_gen, &self.state.opt_disc);
+        crate::backend::StepInput {
+            step: self.state.step + ahead,
+            loss_scale: scale.scale,
+            gen: g.coefficients_of(g.t + 1 + ahead),
+            disc: d.coefficients_of(d.t + 1 + ahead),
+        }
     }
 
     /// The bookkeeping after every step: the step count and the meters.
