@@ -6,7 +6,9 @@ pub mod float;
 pub mod init;
 pub mod layer;
 pub mod network;
+pub mod shape;
 
 pub use float::Float;
 pub use layer::{Activation, LayerSpec};
 pub use network::{Network, ParamTensor, Workspace};
+pub use shape::Shape;
