@@ -1,89 +1,67 @@
-//! Real data: mixtures of Gaussians (a ring or a grid of modes), drawn from
-//! the counter-based generator so that sample i of a step is the same
-//! whoever draws it.
+//! Real data behind one interface, `Dataset`: mixtures of Gaussians (a ring
+//! or a grid of modes) and image datasets.  Every draw is addressed by
+//! (seed, step, draw, global sample index), so sample i of a step is the same
+//! whoever draws it and however many workers there are.
 
-use crate::config::{DataConfig, DataKind};
-use crate::rng::{box_muller, Stream};
+pub mod mixture;
 
-/// An equal-weight mixture of isotropic 2-D Gaussians.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mixture {
-    pub centres: Vec<[f64; 2]>,
-    pub std: f64,
+use crate::nn::Shape;
+
+pub use mixture::Mixture;
+
+/// Which draw of which step a batch of real samples belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrawKey {
+    /// The run's seed (`train.seed`).
+    pub seed: u64,
+    /// The training step (mixtures key their streams by it; image datasets use `base`).
+    pub step: u64,
+    /// `Purpose::Real` (a step's first minibatch) or `Purpose::RealG` (the
+    /// fresh minibatch of an alternating step's G step).
+    pub purpose: crate::rng::Purpose,
+    /// The global index of this draw's sample 0 (image datasets walk their
+    /// epochs by it): step × batch, or (2·step + draw) × batch for
+    /// alternating updates.
+    pub base: u64,
 }
 
-impl Mixture {
-    pub fn from_config(c: &DataConfig) -> Mixture {
-        let centres = match c.kind {
-            DataKind::Ring => (0..c.modes)
-                .map(|k| {
-                    let a = std::f64::consts::TAU * k as f64 / c.modes as f64;
-                    [c.radius * a.cos(), c.radius * a.sin()]
-                })
-                .collect(),
-            DataKind::Grid => {
-                let h = (c.grid_side as f64 - 1.0) / 2.0;
-                (0..c.grid_side * c.grid_side)
-                    .map(|k| {
-                        let (i, j) = (k / c.grid_side, k % c.grid_side);
-                        [(i as f64 - h) * c.grid_spacing, (j as f64 - h) * c.grid_spacing]
-                    })
-                    .collect()
-            }
-        };
-        Mixture { centres, std: c.std }
-    }
-
-    /// Sample `index` of `stream`: a mode chosen uniformly, plus Gaussian noise.
-    #[inline]
-    pub fn sample(&self, stream: &Stream, index: u32) -> [f32; 2] {
-        let w = stream.words(index, 0);
-        let k = ((w[0] as u64 * self.centres.len() as u64) >> 32) as usize;
-        let (n0, n1) = box_muller(w[1], w[2]);
-        let c = self.centres[k];
-        [(c[0] + self.std * n0 as f64) as f32, (c[1] + self.std * n1 as f64) as f32]
-    }
-
-    /// Fills `out` (rows × 2) with samples first_index, first_index+1, ...
-    pub fn fill(&self, stream: &Stream, first_index: u32, out: &mut [f32]) {
-        for (i, o) in out.chunks_exact_mut(2).enumerate() {
-            o.copy_from_slice(&self.sample(stream, first_index + i as u32));
-        }
+/// A source of real samples, shared by every backend of a process.
+pub trait Dataset: Send + Sync + std::fmt::Debug {
+    /// The shape of one sample (a mixture's points are flat: (2, 1, 1)).
+    fn shape(&self) -> Shape;
+    /// One line for logs and summary.json: kind, path, split, count.
+    fn describe(&self) -> String;
+    /// A hex digest of the content (workers compare theirs with the coordinator's).
+    fn digest(&self) -> String;
+    /// Fills `out` (`rows × shape().len()`, rows = out.len() / shape().len())
+    /// with samples `first`, `first + 1`, ... of draw `key`.
+    fn fill(&self, key: &DrawKey, first: u64, out: &mut [f32]);
+    /// The mixture, when this is one (its scorer and the CUDA kernel need the centres).
+    fn mixture(&self) -> Option<&Mixture> {
+        None
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::Purpose;
+/// FNV-1a, 64-bit: a small digest for content that is not a file.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
 
-    #[test]
-    fn ring_and_grid_centres() {
-        let ring = Mixture::from_config(&DataConfig::default());
-        assert_eq!(ring.centres.len(), 8);
-        assert!((ring.centres[2][1] - 2.0).abs() < 1e-12 && ring.centres[2][0].abs() < 1e-12);
-        let grid = Mixture::from_config(&DataConfig { kind: DataKind::Grid, std: 0.05, ..DataConfig::default() });
-        assert_eq!(grid.centres.len(), 25);
-        assert_eq!(grid.centres[0], [-4.0, -4.0]);
-        assert_eq!(grid.centres[24], [4.0, 4.0]);
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    /// Feeds `bytes` in.
+    pub fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
 
-    #[test]
-    fn samples_sit_on_their_modes_and_cover_all() {
-        let m = Mixture::from_config(&DataConfig::default());
-        let s = Stream::new(1, Purpose::Real, 0);
-        let mut hits = [0usize; 8];
-        for i in 0..4000 {
-            let x = m.sample(&s, i);
-            let (k, d) = m
-                .centres
-                .iter()
-                .enumerate()
-                .map(|(k, c)| (k, ((x[0] as f64 - c[0]).powi(2) + (x[1] as f64 - c[1]).powi(2)).sqrt()))
-                .fold((0, f64::MAX), |a, b| if b.1 < a.1 { b } else { a });
-            assert!(d < 6.0 * m.std, "sample {i} is {d} from its mode");
-            hits[k] += 1;
-        }
-        assert!(hits.iter().all(|&h| h > 400), "{hits:?}");
+    /// The digest so far, as 16 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
     }
 }
