@@ -4,10 +4,12 @@
 //! whoever draws it and however many workers there are.
 
 pub mod mixture;
+pub mod perm;
 
 use crate::nn::Shape;
 
 pub use mixture::Mixture;
+pub use perm::Permutation;
 
 /// Which draw of which step a batch of real samples belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
