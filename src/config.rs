@@ -28,7 +28,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `ring` (modes on a circle) or `grid` (modes on a square lattice).
+    /// `ring` (modes on a circle), `grid` (modes on a square lattice),
+    /// `fashion-mnist` (IDX files) or `image-folder` (a folder of PNG files).
     pub kind: DataKind,
     /// Number of modes (ring only; a grid has `grid_side`^2).
     pub modes: usize,
@@ -40,13 +41,71 @@ pub struct DataConfig {
     pub grid_spacing: f64,
     /// Standard deviation of every mode.
     pub std: f64,
+    /// The folder of the image files: fashion-mnist's IDX files (default
+    /// [`FASHION_MNIST_DIR`]) or image-folder's PNG files (required).
+    pub path: Option<String>,
+    /// Which split of fashion-mnist: `train` (60,000 images) or `test` (10,000).
+    pub split: Split,
+    /// Pixels of background added on each side of every image (2 turns 28×28 into 32×32).
+    pub pad: usize,
 }
 
+/// Where Debian's package `dataset-fashion-mnist` puts the IDX files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The largest `data.pad` accepted.
+pub const MAX_PAD: usize = 256;
+
+/// The kind of real data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataKind {
+    /// A ring of 2-D Gaussians.
     Ring,
+    /// A square grid of 2-D Gaussians.
     Grid,
+    /// Fashion-MNIST's 28×28 grayscale images, from IDX files (gzipped or not).
+    FashionMnist,
+    /// Every PNG file of a folder, all of one size and channel count.
+    ImageFolder,
+}
+
+impl DataKind {
+    /// The name a config uses (`ring`, `grid`, `fashion-mnist`, `image-folder`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DataKind::Ring => "ring",
+            DataKind::Grid => "grid",
+            DataKind::FashionMnist => "fashion-mnist",
+            DataKind::ImageFolder => "image-folder",
+        }
+    }
+
+    /// Whether this is a mixture of Gaussians (ring or grid).
+    pub fn is_mixture(self) -> bool {
+        matches!(self, DataKind::Ring | DataKind::Grid)
+    }
+}
+
+/// A split of a dataset that has them (fashion-mnist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// The training images.
+    #[default]
+    Train,
+    /// The held-out test images.
+    Test,
+}
+
+impl Split {
+    /// The name a config uses (`train`, `test`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
 }
 
 /// A sequential network: `layers` are strings such as `"linear 128"`,
@@ -144,7 +203,17 @@ impl Default for Config {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { kind: DataKind::Ring, modes: 8, radius: 2.0, grid_side: 5, grid_spacing: 2.0, std: 0.02 }
+        DataConfig {
+            kind: DataKind::Ring,
+            modes: 8,
+            radius: 2.0,
+            grid_side: 5,
+            grid_spacing: 2.0,
+            std: 0.02,
+            path: None,
+            split: Split::Train,
+            pad: 0,
+        }
     }
 }
 
@@ -193,6 +262,69 @@ impl Default for LogConfig {
             keep_checkpoints: 3,
             eval_samples: 2500,
         }
+    }
+}
+
+impl DataConfig {
+    /// Checks the data keys: `Err((key, message))` names the first key that is wrong.
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let d = self;
+        let pos = |v: f64| v.is_finite() && v > 0.0;
+        let kind = d.kind.name();
+        if !pos(d.std) {
+            return Err(("data.std", format!("must be a finite number > 0, got {}", d.std)));
+        }
+        match d.kind {
+            DataKind::Ring => {
+                if d.modes == 0 {
+                    return Err(("data.modes", "must be at least 1".into()));
+                }
+                if !pos(d.radius) {
+                    return Err(("data.radius", format!("must be a finite number > 0, got {}", d.radius)));
+                }
+            }
+            DataKind::Grid => {
+                if d.grid_side == 0 {
+                    return Err(("data.grid_side", "must be at least 1".into()));
+                }
+                if !pos(d.grid_spacing) {
+                    return Err(("data.grid_spacing", format!("must be a finite number > 0, got {}", d.grid_spacing)));
+                }
+            }
+            DataKind::FashionMnist => {}
+            DataKind::ImageFolder => {
+                if d.path.is_none() {
+                    return Err(("data.path", "image-folder needs data.path = \"DIR\" (a folder of PNG files)".into()));
+                }
+            }
+        }
+        if d.kind.is_mixture() {
+            if d.path.is_some() {
+                return Err((
+                    "data.path",
+                    format!("applies to fashion-mnist and image-folder only; remove it for kind = \"{kind}\""),
+                ));
+            }
+            if d.pad != 0 {
+                return Err((
+                    "data.pad",
+                    format!("applies to fashion-mnist and image-folder only; remove it for kind = \"{kind}\""),
+                ));
+            }
+        }
+        if d.split != Split::Train && d.kind != DataKind::FashionMnist {
+            return Err(("data.split", format!("applies to fashion-mnist only; remove it for kind = \"{kind}\"")));
+        }
+        if d.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            return Err(("data.path", "is empty; set it to a folder, e.g. data.path = \"data/faces\"".into()));
+        }
+        if d.pad > MAX_PAD {
+            return Err((
+                "data.pad",
+                format!("must be at most {MAX_PAD} pixels, got {} (2 turns 28×28 into 32×32)", d.pad),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -294,28 +426,7 @@ impl Config {
                 return Err((key, format!("must be in [0, 1), got {v}")));
             }
         }
-        let d = &self.data;
-        if !pos(d.std) {
-            return Err(("data.std", format!("must be a finite number > 0, got {}", d.std)));
-        }
-        match d.kind {
-            DataKind::Ring => {
-                if d.modes == 0 {
-                    return Err(("data.modes", "must be at least 1".into()));
-                }
-                if !pos(d.radius) {
-                    return Err(("data.radius", format!("must be a finite number > 0, got {}", d.radius)));
-                }
-            }
-            DataKind::Grid => {
-                if d.grid_side == 0 {
-                    return Err(("data.grid_side", "must be at least 1".into()));
-                }
-                if !pos(d.grid_spacing) {
-                    return Err(("data.grid_spacing", format!("must be a finite number > 0, got {}", d.grid_spacing)));
-                }
-            }
-        }
+        self.data.validate()?;
         let l = &self.log;
         if l.every == 0 {
             return Err(("log.every", "must be at least 1".into()));

@@ -18,6 +18,10 @@ pub struct Mixture {
 
 impl Mixture {
     /// The ring or grid that `c` describes.
+    ///
+    /// # Panics
+    /// When `c.kind` is not a mixture (`fashion-mnist`, `image-folder`): those
+    /// are opened with `data::open`.
     pub fn from_config(c: &DataConfig) -> Mixture {
         let centres = match c.kind {
             DataKind::Ring => (0..c.modes)
@@ -34,6 +38,9 @@ impl Mixture {
                         [(i as f64 - h) * c.grid_spacing, (j as f64 - h) * c.grid_spacing]
                     })
                     .collect()
+            }
+            DataKind::FashionMnist | DataKind::ImageFolder => {
+                panic!("Mixture::from_config: data.kind = \"{}\" is not a mixture; use data::open", c.kind.name())
             }
         };
         Mixture { centres, std: c.std }
