@@ -3,11 +3,20 @@
 //! (seed, step, draw, global sample index), so sample i of a step is the same
 //! whoever draws it and however many workers there are.
 
+pub mod folder;
+pub mod idx;
+pub mod images;
 pub mod mixture;
 pub mod perm;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{DataConfig, DataKind, FASHION_MNIST_DIR};
+use crate::error::{Error, Result};
 use crate::nn::Shape;
 
+pub use images::ImageSet;
 pub use mixture::Mixture;
 pub use perm::Permutation;
 
@@ -44,6 +53,44 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Builds the dataset `cfg` describes (a validated config): a mixture, or
+/// the images of fashion-mnist or of a folder, loaded whole.
+pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>> {
+    Ok(match cfg.kind {
+        DataKind::Ring | DataKind::Grid => Arc::new(Mixture::from_config(cfg)),
+        DataKind::FashionMnist => Arc::new(idx::fashion_mnist(fashion_dir(cfg), cfg.split, cfg.pad)?),
+        DataKind::ImageFolder => Arc::new(folder::load(folder_dir(cfg)?, cfg.pad)?),
+    })
+}
+
+/// The shape of one sample of the dataset `cfg` describes, without loading
+/// it: flat 2 for a mixture, 1×(28+2·pad)×(28+2·pad) for fashion-mnist, and
+/// for an image folder its first PNG's (in file-name order), padded.
+pub fn sample_shape(cfg: &DataConfig) -> Result<Shape> {
+    let padded = |s: Shape| Shape::new(s.c, s.h + 2 * cfg.pad, s.w + 2 * cfg.pad);
+    Ok(match cfg.kind {
+        DataKind::Ring | DataKind::Grid => Shape::flat(2),
+        DataKind::FashionMnist => padded(Shape::new(1, idx::FASHION_SIDE, idx::FASHION_SIDE)),
+        DataKind::ImageFolder => {
+            let files = folder::png_files(folder_dir(cfg)?)?;
+            padded(folder::png_shape(&files[0])?)
+        }
+    })
+}
+
+/// fashion-mnist's folder: `data.path`, else Debian's.
+fn fashion_dir(cfg: &DataConfig) -> &Path {
+    Path::new(cfg.path.as_deref().unwrap_or(FASHION_MNIST_DIR))
+}
+
+/// image-folder's folder: `data.path`, which it needs.
+fn folder_dir(cfg: &DataConfig) -> Result<&Path> {
+    cfg.path
+        .as_deref()
+        .map(Path::new)
+        .ok_or_else(|| Error::input("data.path: image-folder needs data.path = \"DIR\" (a folder of PNG files)"))
+}
+
 /// FNV-1a, 64-bit: a small digest for content that is not a file.
 #[derive(Debug, Clone, Copy)]
 pub struct Fnv(u64);
@@ -65,5 +112,103 @@ impl Fnv {
     /// The digest so far, as 16 hex digits.
     pub fn hex(&self) -> String {
         format!("{:016x}", self.0)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Temporary folders for the loaders' tests.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh folder under the system's temp dir, removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> TempDir {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("lockstep-data-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Split};
+
+    fn data_of(toml: &str) -> crate::Result<DataConfig> {
+        // Only the data table: the rest of a config is checked against the mixture's width 2.
+        let cfg: Config = toml::from_str(toml).map_err(|e| Error::input(e.to_string()))?;
+        cfg.data.validate().map_err(|(k, m)| Error::input(format!("key `{k}`: {m}")))?;
+        Ok(cfg.data)
+    }
+
+    fn err(toml: &str) -> String {
+        data_of(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn data_keys_parse_and_validate() {
+        let d = data_of("[data]\nkind = \"fashion-mnist\"\nsplit = \"test\"\npad = 2").unwrap();
+        assert_eq!((d.kind, d.split, d.pad, d.path.as_deref()), (DataKind::FashionMnist, Split::Test, 2, None));
+        assert_eq!(sample_shape(&d).unwrap(), Shape::new(1, 32, 32));
+        let d = data_of("[data]\nkind = \"image-folder\"\npath = \"x\"").unwrap();
+        assert_eq!((d.kind, d.split, d.path.as_deref()), (DataKind::ImageFolder, Split::Train, Some("x")));
+        assert_eq!(sample_shape(&data_of("[data]\nkind = \"grid\"").unwrap()).unwrap(), Shape::flat(2));
+        // The resolved config round-trips through TOML with the new keys.
+        let cfg = Config { data: d.clone(), ..Config::default() };
+        let back: Config = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(back.data, d);
+
+        let e = err("[data]\nkind = \"image-folder\"");
+        assert!(e.contains("data.path") && e.contains("image-folder needs data.path = \"DIR\""), "{e}");
+        let e = err("[data]\nkind = \"image-folder\"\npath = \"x\"\nsplit = \"test\"");
+        assert!(e.contains("data.split") && e.contains("fashion-mnist only"), "{e}");
+        let e = err("[data]\nkind = \"ring\"\npad = 2");
+        assert!(e.contains("data.pad") && e.contains("\"ring\""), "{e}");
+        let e = err("[data]\nkind = \"grid\"\npath = \"x\"");
+        assert!(e.contains("data.path"), "{e}");
+        let e = err("[data]\nkind = \"fashion-mnist\"\npad = 1000");
+        assert!(e.contains("data.pad") && e.contains("at most"), "{e}");
+        let e = err("[data]\nkind = \"fashion-mnist\"\nsplit = \"validation\"");
+        assert!(e.contains("validation"), "{e}");
+        let e = err("[data]\nkind = \"mnist\"");
+        assert!(e.contains("mnist"), "{e}");
+    }
+
+    #[test]
+    fn open_builds_every_kind_and_names_missing_folders() {
+        let ring = open(&DataConfig::default()).unwrap();
+        assert_eq!(ring.shape(), Shape::flat(2));
+        assert!(ring.mixture().is_some());
+
+        let cfg = DataConfig { kind: DataKind::ImageFolder, path: None, ..DataConfig::default() };
+        let e = open(&cfg).unwrap_err();
+        assert!(matches!(e, Error::Input(_)) && e.to_string().contains("data.path"), "{e}");
+        let gone = std::env::temp_dir().join("lockstep-data-no-such-folder");
+        let cfg = DataConfig { kind: DataKind::FashionMnist, path: Some(gone.display().to_string()), ..cfg };
+        let e = open(&cfg).unwrap_err();
+        assert!(matches!(e, Error::Input(_)), "{e}");
+        assert!(e.to_string().contains("lockstep-data-no-such-folder"), "{e}");
+        assert!(e.to_string().contains("apt-get install dataset-fashion-mnist"), "{e}");
+        let cfg = DataConfig { kind: DataKind::ImageFolder, ..cfg };
+        let e = sample_shape(&cfg).unwrap_err();
+        assert!(matches!(e, Error::Input(_)) && e.to_string().contains("lockstep-data-no-such-folder"), "{e}");
     }
 }
