@@ -56,6 +56,7 @@ pub fn to_bytes(cfg: &Config, game: &Game, st: &TrainState) -> Result<Vec<u8>> {
         ("loss_scale", st.loss_scale.scale.to_string()),
         ("loss_scale_clean_steps", st.loss_scale.clean.to_string()),
         ("config", cfg.to_toml()),
+        ("data_shape", format!("{},{},{}", game.disc.input_shape.c, game.disc.input_shape.h, game.disc.input_shape.w)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -100,8 +101,18 @@ fn from_bytes(bytes: &[u8]) -> std::result::Result<Loaded, String> {
         get(k)?.parse::<u64>().map_err(|_| format!("metadata `{k}` is not a number"))
     };
     let config = Config::from_toml_str(get("config")?, "the checkpoint's config", &[]).map_err(|e| e.to_string())?;
-    let setup = trainer::setup(&config);
-    let game = setup.game;
+    // The data's shape is in the metadata, so that a checkpoint loads where its dataset is not.
+    let game = match md.get("data_shape") {
+        Some(s) => {
+            let d: Vec<usize> = s.split(',').filter_map(|v| v.parse().ok()).collect();
+            if d.len() != 3 || d.contains(&0) {
+                return Err(format!("metadata `data_shape` is `{s}`, expected C,H,W"));
+            }
+            trainer::game(&config, crate::nn::Shape::new(d[0], d[1], d[2]))
+        }
+        None => trainer::game_of(&config),
+    }
+    .map_err(|e| e.to_string())?;
     let mut state = TrainState::init(&config, &game);
     let read = |name: &str, net: &Network, out: &mut Vec<f32>| -> std::result::Result<(), String> {
         for t in net.tensors() {

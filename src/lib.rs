@@ -18,6 +18,7 @@ pub mod f32le;
 pub mod fsutil;
 pub mod gan;
 pub mod nn;
+pub mod npy;
 pub mod plot;
 pub mod rng;
 pub mod telemetry;

@@ -126,6 +126,10 @@ enum Command {
         /// Serve Prometheus metrics on HOST:PORT.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// This worker's copy of the dataset (default: data.path of the coordinator's config); it
+        /// must have the coordinator's digest.
+        #[arg(long, value_name = "DIR")]
+        data_path: Option<String>,
     },
     /// The paper's toy systems: trajectory, Jacobian eigenvalues, plot.
     Toy {
@@ -256,6 +260,7 @@ fn run(cli: Cli) -> Result<()> {
             metrics_listen,
             tls_ca,
             tls_domain,
+            data_path,
         } => {
             serve_metrics(metrics_listen)?;
             let o = cluster::WorkerOptions {
@@ -266,6 +271,7 @@ fn run(cli: Cli) -> Result<()> {
                 retry_for: std::time::Duration::from_secs(retry_for),
                 tls_ca,
                 tls_domain,
+                data_path,
             };
             cluster::run_worker(&o)?;
         }

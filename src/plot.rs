@@ -374,9 +374,66 @@ pub fn scatter_with_modes(path: &Path, samples: &[[f32; 2]], modes: &[[f32; 2]],
     canvas.save_png(path)
 }
 
+/// Writes `images` (each `shape`, NCHW values in [-1, 1]; 1 channel gray,
+/// 3 RGB) as one PNG grid of `cols` columns, each image scaled up by
+/// `zoom`, with 2-pixel grey gutters.  Values are clamped to [-1, 1].
+pub fn image_grid(path: &Path, images: &[f32], shape: crate::nn::Shape, cols: usize, zoom: usize) -> Result<()> {
+    let (c, h, w) = (shape.c, shape.h, shape.w);
+    if c != 1 && c != 3 {
+        return Err(Error::input(format!("cannot draw {shape} samples as images: 1 or 3 channels needed")));
+    }
+    let n = images.len() / shape.len().max(1);
+    let (cols, zoom, gap) = (cols.clamp(1, n.max(1)), zoom.max(1), 2usize);
+    let rows = n.div_ceil(cols).max(1);
+    let (cw, ch) = (w * zoom + gap, h * zoom + gap);
+    let (width, height) = (cols * cw + gap, rows * ch + gap);
+    let mut px = vec![128u8; width * height * 3];
+    let level = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+    for (i, img) in images.chunks_exact(shape.len()).enumerate() {
+        let (gx, gy) = (gap + (i % cols) * cw, gap + (i / cols) * ch);
+        for y in 0..h * zoom {
+            for x in 0..w * zoom {
+                let at = (y / zoom) * w + x / zoom;
+                let o = ((gy + y) * width + gx + x) * 3;
+                for k in 0..3 {
+                    px[o + k] = level(img[(if c == 1 { 0 } else { k }) * h * w + at]);
+                }
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    let enc = |bytes: &mut Vec<u8>| -> std::result::Result<(), png::EncodingError> {
+        let mut e = png::Encoder::new(bytes, width as u32, height as u32);
+        e.set_color(png::ColorType::Rgb);
+        e.set_depth(png::BitDepth::Eight);
+        let mut wr = e.write_header()?;
+        wr.write_image_data(&px)?;
+        wr.finish()
+    };
+    enc(&mut bytes).map_err(|e| Error::io(path, "encode PNG", std::io::Error::other(e.to_string())))?;
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_grid_lays_out_and_scales_images() {
+        let shape = crate::nn::Shape::new(1, 2, 3);
+        // Two images: all black (-1) and all white (1).
+        let imgs: Vec<f32> = [-1.0f32; 6].into_iter().chain([1.0f32; 6]).collect();
+        let path = temp_path("grid.png");
+        image_grid(&path, &imgs, shape, 2, 2).unwrap();
+        let (info, buf) = decode(&path);
+        assert_eq!((info.width, info.height), (2 + 2 * (3 * 2 + 2), 2 + 2 * 2 + 2));
+        let at = |x: usize, y: usize| buf[(y * info.width as usize + x) * 3];
+        assert_eq!(at(2, 2), 0);
+        assert_eq!(at(2 + 8, 2), 255);
+        assert_eq!(at(0, 0), 128);
+        let _ = std::fs::remove_file(path);
+        assert!(image_grid(&temp_path("x.png"), &[0.0; 4], crate::nn::Shape::new(2, 1, 2), 1, 1).is_err());
+    }
 
     fn temp_path(name: &str) -> std::path::PathBuf {
         let nanos =

@@ -14,7 +14,7 @@ fn tiny() -> Config {
 
 fn save_fresh(name: &str) -> (std::path::PathBuf, Config, TrainState) {
     let cfg = tiny();
-    let setup = trainer::setup(&cfg);
+    let setup = trainer::setup(&cfg).unwrap();
     let st = TrainState::init(&cfg, &setup.game);
     let p = std::env::temp_dir().join(format!("lockstep-ck-{}-{name}.safetensors", std::process::id()));
     checkpoint::save(&p, &cfg, &setup.game, &st).unwrap();
@@ -71,7 +71,7 @@ fn generator_loads_in_pytorch_and_computes_the_same() {
     let out = Command::new("python3").arg("scripts/torch_load_generator.py").arg(&p).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let game = trainer::setup(&cfg).game;
+    let game = trainer::setup(&cfg).unwrap().game;
     let latent = cfg.train.latent;
     let z: Vec<f32> = (0..4).flat_map(|i| (0..latent).map(move |j| ((7 * i + j) as f64).sin() as f32)).collect();
     let mut ws = Workspace::new(&game.gen, 4);

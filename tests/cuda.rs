@@ -517,7 +517,7 @@ fn config(path: &str, sets: &[&str]) -> Config {
 
 /// One step's gradients (phase 1, and phase 2 when eta > 0), reduced over the chunks.
 fn step_gradients(be: &mut dyn Backend, cfg: &Config, st: &TrainState, step: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let setup = trainer::setup(cfg);
+    let setup = trainer::setup(cfg).unwrap();
     let lay = setup.game.layout();
     be.set_params(&st.gen, &st.disc).unwrap();
     let k = setup.chunks;
@@ -551,7 +551,7 @@ fn a_full_step_matches_the_cpu_backend() {
     ];
     for sets in cases {
         let cfg = config("configs/mog-ring.toml", sets);
-        let setup = trainer::setup(&cfg);
+        let setup = trainer::setup(&cfg).unwrap();
         let mut st = TrainState::init(&cfg, &setup.game);
         // Move away from the initial point so the gradients are generic.
         let mut tr =
@@ -571,7 +571,7 @@ fn a_full_step_matches_the_cpu_backend() {
 }
 
 fn cuda_trainer(cfg: &Config, workers: usize) -> Trainer {
-    let setup = trainer::setup(cfg);
+    let setup = trainer::setup(cfg).unwrap();
     let st = TrainState::init(cfg, &setup.game);
     let bes: Vec<Box<dyn Backend>> =
         (0..workers).map(|_| Box::new(CudaBackend::new(&setup, 0).unwrap()) as Box<dyn Backend>).collect();
@@ -626,9 +626,10 @@ fn mog_ring_trains_to_all_eight_modes_on_the_gpu() {
     }
     let secs = t.elapsed().as_secs_f64();
     tr.sync().unwrap();
-    let setup = trainer::setup(&cfg);
+    let setup = trainer::setup(&cfg).unwrap();
     let samples = lockstep::eval::generate(&setup.game.gen, &tr.state.gen, cfg.log.eval_samples, cfg.train.seed, 2026);
-    let score = lockstep::eval::score(&setup.data, &samples);
+    let points: Vec<[f32; 2]> = samples.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+    let score = lockstep::eval::score(setup.data.mixture().unwrap(), &points);
     println!(
         "mog-ring on the GPU: {} steps in {secs:.1} s ({:.0} steps/s), {} skipped, loss scale {}: {score:?}",
         cfg.train.steps,

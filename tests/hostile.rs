@@ -79,7 +79,7 @@ fn bad_sessions_are_refused_and_good_workers_still_train() {
     });
     let workers = lobby.wait_for(1, Duration::from_secs(30)).unwrap();
     let workers: Vec<Box<dyn Backend>> = workers.into_iter().map(|w| Box::new(w) as Box<dyn Backend>).collect();
-    let game = trainer::setup(&cfg).game;
+    let game = trainer::setup(&cfg).unwrap().game;
     let st = TrainState::init(&cfg, &game);
     let mut t = Trainer::new(cfg, game, st, workers).unwrap();
     for _ in 0..5 {
@@ -136,8 +136,8 @@ async fn fake_worker(
         };
         let answer = match kind {
             Kind::Welcome(w) => {
-                replica = Some(Replica::from_welcome(&w, BackendSpec::cpu()).unwrap());
-                continue;
+                replica = Some(Replica::from_welcome(&w, BackendSpec::cpu(), None).unwrap());
+                worker_message::Kind::Ready(proto::Ready { dataset_digest: w.dataset_digest })
             }
             Kind::Params(p) => {
                 replica.as_mut().expect("Welcome first").set_params(&p).unwrap();
@@ -326,7 +326,7 @@ fn whole_step_refusal(spoil: impl FnMut(&mut worker_message::Kind) + Send + 'sta
     let fake = lb.runtime.spawn(fake_worker(format!("http://{}", lb.addr), spoil, no_skip));
     let workers = lobby.wait_for(1, Duration::from_secs(30)).unwrap();
     let workers: Vec<Box<dyn Backend>> = workers.into_iter().map(|w| Box::new(w) as Box<dyn Backend>).collect();
-    let game = trainer::setup(&cfg).game;
+    let game = trainer::setup(&cfg).unwrap().game;
     let st = TrainState::init(&cfg, &game);
     let mut t = Trainer::new(cfg, game, st, workers).unwrap();
     assert!(t.uses_device_step(), "one remote worker runs whole steps");

@@ -38,7 +38,7 @@ fn training_steps_do_not_allocate() {
         for eta in ["0.5", "0"] {
             let sets = [format!("train.update=\"{update}\""), format!("train.eta={eta}")];
             let cfg = Config::load(std::path::Path::new("configs/mog-ring.toml"), &sets).unwrap();
-            let setup = trainer::setup(&cfg);
+            let setup = trainer::setup(&cfg).unwrap();
             let be = backend::create(BackendSpec::cpu(), &setup).unwrap();
             let st = TrainState::init(&cfg, &setup.game);
             let mut t = Trainer::new(cfg, setup.game, st, vec![be]).unwrap();

@@ -89,13 +89,13 @@ impl Backend for CpuBackend {
             return Err(Error::runtime(format!("cpu backend: bad chunk range {:?}", task.chunks)));
         }
         self.check_out(n, out)?;
-        let (lat, real) = match task.draw {
-            Draw::First => (Purpose::Latent, Purpose::Real),
-            Draw::Second => (Purpose::LatentG, Purpose::RealG),
+        let lat = match task.draw {
+            Draw::First => Purpose::Latent,
+            Draw::Second => Purpose::LatentG,
         };
         let s = &self.setup;
         let zs = Stream::new(s.seed, lat, task.step);
-        let xs = Stream::new(s.seed, real, task.step);
+        let key = s.draw_key(task.step, task.draw);
         let (gen, disc, stride) = (&self.gen, &self.disc, self.layout.stride());
         let latent = s.game.gen.input;
         self.states[..n].par_iter_mut().zip(out.par_chunks_mut(stride)).enumerate().for_each(|(j, (st, o))| {
@@ -103,7 +103,7 @@ impl Backend for CpuBackend {
             for (r, z) in st.z.chunks_exact_mut(latent).enumerate() {
                 zs.normals(first + r as u32, z);
             }
-            s.data.fill(&xs, first, st.real_mut());
+            s.data.fill(&key, first as u64, st.real_mut());
             phases::phase1(&s.game, gen, disc, st, o, task.with_gen_grad);
         });
         self.last = Some(task.clone());

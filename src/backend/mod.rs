@@ -11,7 +11,6 @@ pub mod cuda;
 
 use std::ops::Range;
 
-use crate::data::Mixture;
 use crate::error::{Error, Result};
 use crate::gan::phases::Game;
 
@@ -44,12 +43,29 @@ pub struct ShardTask {
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub game: Game,
-    pub data: Mixture,
+    /// The real samples (shared by every backend of the process).
+    pub data: std::sync::Arc<dyn crate::data::Dataset>,
     pub seed: u64,
     /// Samples per chunk.
     pub chunk: usize,
     /// Chunks per minibatch (the most one shard can hold).
     pub chunks: usize,
+    /// Alternating updates (two draws per step).
+    pub alternating: bool,
+}
+
+impl Setup {
+    /// The key of a step's draw of real samples (`DrawKey::base` counts the
+    /// draws before it: one per step, two with alternating updates).
+    pub fn draw_key(&self, step: u64, draw: Draw) -> crate::data::DrawKey {
+        let batch = (self.chunk * self.chunks) as u64;
+        let (purpose, base) = match (draw, self.alternating) {
+            (Draw::First, false) => (crate::rng::Purpose::Real, step * batch),
+            (Draw::First, true) => (crate::rng::Purpose::Real, 2 * step * batch),
+            (Draw::Second, _) => (crate::rng::Purpose::RealG, (2 * step + 1) * batch),
+        };
+        crate::data::DrawKey { seed: self.seed, step, purpose, base }
+    }
 }
 
 /// One phase's work for one backend.

@@ -39,10 +39,10 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
     let recorder = if o.breakdown { Some(install_recorder()?) } else { None };
     let mut cfg = Config::load(o.config, &o.sets)?;
     cfg.train.steps = o.steps + o.warmup;
-    let setup = trainer::setup(&cfg);
+    let game = trainer::game_of(&cfg)?;
     let (_loopback, workers) = super::train::local_workers(&cfg, o.workers, o.backend, o.transport)?;
-    let state = TrainState::init(&cfg, &setup.game);
-    let mut t = Trainer::new(cfg.clone(), setup.game, state, workers)?;
+    let state = TrainState::init(&cfg, &game);
+    let mut t = Trainer::new(cfg.clone(), game, state, workers)?;
     if o.host_step {
         t.set_device_step(false)?;
     }

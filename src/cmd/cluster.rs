@@ -78,6 +78,8 @@ pub struct WorkerOptions {
     /// TLS: the certificate to trust (PEM) and the server name to verify.
     pub tls_ca: Option<PathBuf>,
     pub tls_domain: Option<String>,
+    /// This worker's copy of the dataset (default: the path in the coordinator's config).
+    pub data_path: Option<String>,
 }
 
 /// Serves sessions until the coordinator ends one normally (training done),
@@ -106,7 +108,7 @@ pub fn run_worker(o: &WorkerOptions) -> Result<()> {
             let ch = worker::connect_with(&o.coordinator, tls.clone()).await?;
             connected = true;
             eprintln!("lockstep: worker connected to {}", o.coordinator);
-            worker::run_session_noting(ch, o.backend, token.clone(), &mut joined).await
+            worker::run_session_noting(ch, o.backend, token.clone(), o.data_path.as_deref(), &mut joined).await
         });
         // Only a session that joined resets the retries: a coordinator that
         // accepts connections but never welcomes this worker is given up on.

@@ -1,5 +1,5 @@
 //! `lockstep eval` (scores a checkpoint) and `lockstep sample` (draws samples
-//! to a PNG plot or a CSV file).
+//! to a picture, a CSV file or a NumPy array).
 
 use std::path::Path;
 
@@ -17,35 +17,57 @@ pub fn run_eval(ckpt: &Path, n: Option<usize>) -> Result<serde_json::Value> {
     if n == 0 {
         return Err(Error::input("--n must be at least 1"));
     }
-    let samples = eval::generate(&l.game.gen, &l.state.gen, n, l.config.train.seed, l.state.step);
-    let sc = eval::score(&Mixture::from_config(&l.config.data), &samples);
+    let data = crate::data::open(&l.config.data)?;
+    let judge = eval::judge_for(data, n);
+    let sc = judge.score(&l.game.gen, &l.state.gen, l.config.train.seed, l.state.step)?;
     let mut v = json!({ "checkpoint": ckpt.display().to_string(), "config": l.config.name, "step": l.state.step });
-    for (k, x) in serde_json::to_value(&sc).expect("scores serialize").as_object().expect("object") {
-        v[k] = x.clone();
+    for (k, x) in sc {
+        v[k] = x;
     }
     Ok(v)
 }
 
-/// Draws `n` samples from a checkpoint's generator into `out` (.png or .csv).
+/// Draws `n` samples from a checkpoint's generator into `out`: `.png` (a
+/// scatter plot of 2-D points, or a grid of images), `.csv` (2-D points) or
+/// `.npy` (float32 `[n, C, H, W]`, or `[n, features]` for flat samples).
 pub fn run_sample(ckpt: &Path, n: usize, out: &Path, seed: Option<u64>) -> Result<()> {
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    if ext != "png" && ext != "csv" {
-        return Err(Error::input(format!("--out {}: expected a .png or .csv file", out.display())));
+    if !["png", "csv", "npy"].contains(&ext.as_str()) {
+        return Err(Error::input(format!("--out {}: expected a .png, .csv or .npy file", out.display())));
     }
     if n == 0 {
         return Err(Error::input("--n must be at least 1"));
     }
     let l = checkpoint::load(ckpt)?;
-    let samples = eval::generate(&l.game.gen, &l.state.gen, n, seed.unwrap_or(l.config.train.seed), l.state.step);
-    if ext == "png" {
-        let data = Mixture::from_config(&l.config.data);
-        let centres: Vec<[f32; 2]> = data.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
-        crate::plot::scatter_with_modes(out, &samples, &centres, (3.0 * data.std) as f32)
-    } else {
-        let mut s = String::from("x,y\n");
-        for p in &samples {
-            s.push_str(&format!("{},{}\n", p[0], p[1]));
+    let gen = &l.game.gen;
+    let shape = gen.output_shape();
+    let points = shape == crate::nn::Shape::flat(2);
+    if ext == "csv" && !points {
+        return Err(Error::input(format!(
+            "--out {}: CSV holds 2-D points, but this generator makes {shape} samples; use .png or .npy",
+            out.display()
+        )));
+    }
+    let samples = eval::generate(gen, &l.state.gen, n, seed.unwrap_or(l.config.train.seed), l.state.step);
+    match ext.as_str() {
+        "npy" if shape.is_flat() => crate::npy::write_f32(out, &samples, &[n, shape.c]),
+        "npy" => crate::npy::write_f32(out, &samples, &[n, shape.c, shape.h, shape.w]),
+        "png" if points => {
+            let data = Mixture::from_config(&l.config.data);
+            let centres: Vec<[f32; 2]> = data.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
+            let pts: Vec<[f32; 2]> = samples.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+            crate::plot::scatter_with_modes(out, &pts, &centres, (3.0 * data.std) as f32)
         }
-        crate::fsutil::write_atomic(out, s.as_bytes())
+        "png" => {
+            let cols = (n as f64).sqrt().ceil() as usize;
+            crate::plot::image_grid(out, &samples, shape, cols, eval::images::GRID_ZOOM)
+        }
+        _ => {
+            let mut s = String::from("x,y\n");
+            for p in samples.chunks_exact(2) {
+                s.push_str(&format!("{},{}\n", p[0], p[1]));
+            }
+            crate::fsutil::write_atomic(out, s.as_bytes())
+        }
     }
 }

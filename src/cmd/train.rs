@@ -4,6 +4,7 @@
 //! checkpoint and ends bitwise where an uninterrupted run would.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,6 +13,7 @@ use serde_json::json;
 use crate::backend::{self, BackendChoice, BackendSpec};
 use crate::checkpoint;
 use crate::config::Config;
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval;
 use crate::gan::trainer::{self, StepReport, TrainState, Trainer};
@@ -62,7 +64,7 @@ pub type LocalWorkers = (Option<crate::dist::local::Loopback>, Vec<Box<dyn crate
 pub fn local_workers(cfg: &Config, n: usize, choice: BackendSpec, transport: Transport) -> Result<LocalWorkers> {
     match transport {
         Transport::Inproc => {
-            let setup = trainer::setup(cfg);
+            let setup = trainer::setup(cfg)?;
             Ok((None, (0..n).map(|_| backend::create(choice, &setup)).collect::<Result<Vec<_>>>()?))
         }
         Transport::Grpc => {
@@ -132,6 +134,8 @@ pub struct Prepared {
     pub cfg: Config,
     pub run_dir: PathBuf,
     state: Option<TrainState>,
+    /// The dataset, opened and checked against the networks.
+    pub data: Arc<dyn Dataset>,
 }
 
 /// Resolves the config and the run directory (`--resume`: the newest
@@ -205,11 +209,17 @@ pub fn prepare(o: &TrainOptions) -> Result<Prepared> {
             )));
         }
     }
+    // The data and both networks' shapes are checked before anything is written.
+    let data = crate::data::open(&cfg.data)?;
+    trainer::game(&cfg, data.shape()).map_err(|e| {
+        let origin = o.config.as_ref().map_or("the checkpoint's config".into(), |p| p.display().to_string());
+        Error::input(format!("{origin}: {e}"))
+    })?;
     for d in [run_dir.clone(), run_dir.join("samples"), run_dir.join("checkpoints")] {
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, "create", e))?;
     }
     crate::fsutil::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-    Ok(Prepared { cfg, run_dir, state })
+    Ok(Prepared { cfg, run_dir, state, data })
 }
 
 /// Trains a prepared run on `workers` to its last step.
@@ -219,8 +229,8 @@ pub fn train_on(
     joiner: Option<trainer::Joiner>,
     quiet: bool,
 ) -> Result<Summary> {
-    let Prepared { cfg, run_dir, state } = p;
-    let game = trainer::setup(&cfg).game;
+    let Prepared { cfg, run_dir, state, data } = p;
+    let game = trainer::game(&cfg, data.shape())?;
     let state = state.unwrap_or_else(|| TrainState::init(&cfg, &game));
     let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), state.step)?;
     let log = cfg.log.clone();
@@ -234,10 +244,16 @@ pub fn train_on(
     t.set_sync_points(Box::new(move |b| {
         at(b, log.eval_every) || at(b, log.sample_every) || at(b, log.checkpoint_every)
     }));
-    train_loop(&mut t, &run_dir, &mut metrics, quiet)
+    train_loop(&mut t, &run_dir, &mut metrics, data, quiet)
 }
 
-fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: bool) -> Result<Summary> {
+fn train_loop(
+    t: &mut Trainer,
+    run_dir: &Path,
+    metrics: &mut MetricsLog,
+    data: Arc<dyn Dataset>,
+    quiet: bool,
+) -> Result<Summary> {
     let cfg = t.cfg.clone();
     let total = cfg.train.steps;
     let start_step = t.state.step;
@@ -254,10 +270,10 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
     let plain = !quiet && bar.is_hidden();
     let started = Instant::now();
     let mut last_scores = None;
+    let mut last_picture: Option<PathBuf> = None;
     let at = |step: u64, every: u64| step == total || (every > 0 && step % every == 0);
-    let data = crate::data::Mixture::from_config(&cfg.data);
-    let centres: Vec<[f32; 2]> = data.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
-    let mode_radius = (3.0 * data.std) as f32;
+    let judge = eval::judge_for(data.clone(), cfg.log.eval_samples);
+    judge.start(&run_dir.join("samples"), cfg.train.seed)?;
     let mut scores_msg = String::new();
     let checkpoint_seconds = metrics::histogram!(telemetry::names::CHECKPOINT_DURATION);
 
@@ -273,28 +289,22 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
         if eval_now || plot_now || at(step, cfg.log.checkpoint_every) {
             t.sync()?;
         }
-        if eval_now || plot_now {
-            let samples = eval::generate(&t.game.gen, &t.state.gen, cfg.log.eval_samples, cfg.train.seed, step);
-            if eval_now {
-                let sc = eval::score(&data, &samples);
-                if let Some(l) = line.as_mut() {
-                    l["scores"] = serde_json::to_value(&sc).expect("scores serialize");
-                }
-                scores_msg = format!(
-                    "modes {}/{}  hq {:.1}%",
-                    sc.modes_covered,
-                    sc.modes_total,
-                    100.0 * sc.high_quality_fraction
-                );
-                if plain {
-                    eprintln!("lockstep: step {step}/{total}  {sps:.0} steps/s  V {:.4}  {scores_msg}", rep.value);
-                }
-                last_scores = Some(sc);
+        let (gen, p, seed) = (&t.game.gen, &t.state.gen, cfg.train.seed);
+        if eval_now {
+            let sc = judge.score(gen, p, seed, step)?;
+            if let Some(l) = line.as_mut() {
+                l["scores"] = serde_json::Value::Object(sc.clone());
             }
-            if plot_now {
-                let path = run_dir.join("samples").join(format!("step-{step:07}.png"));
-                crate::plot::scatter_with_modes(&path, &samples, &centres, mode_radius)?;
+            scores_msg = judge.headline(&sc);
+            if plain {
+                eprintln!("lockstep: step {step}/{total}  {sps:.1} steps/s  V {:.4}  {scores_msg}", rep.value);
             }
+            last_scores = Some(sc);
+        }
+        if plot_now {
+            let path = run_dir.join("samples").join(format!("step-{step:07}.png"));
+            judge.picture(gen, p, seed, step, &path)?;
+            last_picture = Some(path);
         }
         if log_now || eval_now {
             bar.set_message(format!("V {:.4}  {scores_msg}", rep.value));
@@ -323,15 +333,19 @@ fn train_loop(t: &mut Trainer, run_dir: &Path, metrics: &mut MetricsLog, quiet: 
         "steps_per_second": steps_run as f64 / wall.max(1e-9),
         "skipped_steps": t.state.skipped,
         "run_dir": run_dir.display().to_string(),
+        "dataset": data.describe(),
+        "dataset_digest": data.digest(),
+        "sample_shape": [data.shape().c, data.shape().h, data.shape().w],
     });
+    if let Some(p) = last_picture {
+        summary["samples_png"] = json!(p.display().to_string());
+    }
     let sc = match last_scores {
         Some(s) => s,
-        None => {
-            eval::score(&data, &eval::generate(&t.game.gen, &t.state.gen, cfg.log.eval_samples, cfg.train.seed, total))
-        }
+        None => judge.score(&t.game.gen, &t.state.gen, cfg.train.seed, total)?,
     };
-    for (k, v) in serde_json::to_value(&sc).expect("scores serialize").as_object().expect("object") {
-        summary[k] = v.clone();
+    for (k, v) in sc {
+        summary[k] = v;
     }
     if let Some(m) = telemetry::peak_rss_mib() {
         summary["peak_rss_mib"] = json!(m);

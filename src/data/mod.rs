@@ -55,12 +55,25 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
 
 /// Builds the dataset `cfg` describes (a validated config): a mixture, or
 /// the images of fashion-mnist or of a folder, loaded whole.
+///
+/// A process keeps one copy of each dataset while anything holds it: the
+/// in-process workers, the coordinator and the scorer of a local run share
+/// it rather than loading it once each.
 pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>> {
-    Ok(match cfg.kind {
+    type Cache = std::sync::Mutex<Vec<(DataConfig, std::sync::Weak<dyn Dataset>)>>;
+    static OPEN: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let mut cache = OPEN.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(d) = cache.iter().find(|(c, _)| c == cfg).and_then(|(_, w)| w.upgrade()) {
+        return Ok(d);
+    }
+    let d: Arc<dyn Dataset> = match cfg.kind {
         DataKind::Ring | DataKind::Grid => Arc::new(Mixture::from_config(cfg)),
         DataKind::FashionMnist => Arc::new(idx::fashion_mnist(fashion_dir(cfg), cfg.split, cfg.pad)?),
         DataKind::ImageFolder => Arc::new(folder::load(folder_dir(cfg)?, cfg.pad)?),
-    })
+    };
+    cache.push((cfg.clone(), Arc::downgrade(&d)));
+    Ok(d)
 }
 
 /// The shape of one sample of the dataset `cfg` describes, without loading

@@ -105,17 +105,27 @@ pub fn incoming(
     })
 }
 
+/// How long a welcomed worker may take to build its replica and say Ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(600);
+
 pub struct CoordinatorService {
     pub lobby: Arc<Lobby>,
     config_toml: String,
+    dataset_digest: String,
     layout: PartialLayout,
     deadline: Duration,
     next_id: AtomicU32,
 }
 
 impl CoordinatorService {
-    pub fn new(lobby: Arc<Lobby>, config_toml: String, layout: PartialLayout, deadline: Duration) -> Self {
-        CoordinatorService { lobby, config_toml, layout, deadline, next_id: AtomicU32::new(1) }
+    pub fn new(
+        lobby: Arc<Lobby>,
+        config_toml: String,
+        dataset_digest: String,
+        layout: PartialLayout,
+        deadline: Duration,
+    ) -> Self {
+        CoordinatorService { lobby, config_toml, dataset_digest, layout, deadline, next_id: AtomicU32::new(1) }
     }
 }
 
@@ -153,13 +163,46 @@ impl proto::coordinator_server::Coordinator for CoordinatorService {
         check_join(&join)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tmpsc::channel(4);
-        let welcome = proto::Welcome { worker_id: id, config_toml: self.config_toml.clone() };
+        let welcome = proto::Welcome {
+            worker_id: id,
+            config_toml: self.config_toml.clone(),
+            dataset_digest: self.dataset_digest.clone(),
+        };
         tx.send(Ok(proto::CoordinatorMessage { kind: Some(coordinator_message::Kind::Welcome(welcome)) }))
             .await
             .map_err(|_| Status::unavailable("session closed"))?;
-        eprintln!("lockstep: worker {id} joined ({}, {}, capacity {})", join.backend, join.device, join.capacity);
-        let driver = self.lobby.driver.clone();
-        self.lobby.add(RemoteWorker::new(id, &join, tx, inbound, driver, self.layout, self.deadline));
+        // The worker joins the lobby once it says Ready with the run's
+        // dataset (building a replica loads the data, and may compile kernels).
+        let (lobby, layout, deadline, digest) =
+            (self.lobby.clone(), self.layout, self.deadline, self.dataset_digest.clone());
+        tokio::spawn(async move {
+            let ready = tokio::time::timeout(READY_TIMEOUT, inbound.message()).await;
+            let refuse = |why: String| {
+                eprintln!("lockstep: worker {id} ({}) is not taken: {why}", join.device);
+                let _ = tx.try_send(Err(Status::failed_precondition(why)));
+            };
+            match ready {
+                Ok(Ok(Some(proto::WorkerMessage { kind: Some(worker_message::Kind::Ready(r)) }))) => {
+                    if r.dataset_digest != digest {
+                        return refuse(format!(
+                            "its dataset has digest {}, the coordinator's has digest {digest}",
+                            r.dataset_digest
+                        ));
+                    }
+                    eprintln!(
+                        "lockstep: worker {id} joined ({}, {}, capacity {})",
+                        join.backend, join.device, join.capacity
+                    );
+                    let driver = lobby.driver.clone();
+                    lobby.add(RemoteWorker::new(id, &join, tx, inbound, driver, layout, deadline));
+                }
+                Ok(Ok(Some(_))) => refuse("its first message after Welcome was not Ready".into()),
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    eprintln!("lockstep: worker {id} ({}) left before it was ready", join.device)
+                }
+                Err(_) => refuse(format!("not Ready within {} s of Welcome", READY_TIMEOUT.as_secs())),
+            }
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -68,9 +68,11 @@ pub fn serve(cfg: &Config, listen: &str, access: Access, deadline: Duration) -> 
     let addr = listener.local_addr().map_err(|e| Error::runtime(format!("listening address: {e}")))?;
     let lobby = Arc::new(Lobby::new(Driver::of(&runtime)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let layout = trainer::setup(cfg).game.layout();
-    let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), layout, deadline);
-    let max = wire::max_message_bytes(cfg);
+    let data = crate::data::open(&cfg.data)?;
+    let game = trainer::game(cfg, data.shape())?;
+    let layout = game.layout();
+    let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), data.digest(), layout, deadline);
+    let max = wire::max_message_bytes(cfg, &game);
     let service = CoordinatorServer::new(svc).max_decoding_message_size(max).max_encoding_message_size(max);
     let service = tonic::service::interceptor::InterceptedService::new(service, super::auth::Check::new(access.token));
     let mut builder = Server::builder();

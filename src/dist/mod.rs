@@ -18,4 +18,4 @@ pub mod proto {
 }
 
 /// Bumped whenever the messages change meaning; a worker of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;

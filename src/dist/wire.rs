@@ -6,8 +6,7 @@ use std::ops::Range;
 
 use crate::config::Config;
 use crate::f32le;
-use crate::gan::phases::PartialLayout;
-use crate::gan::trainer;
+use crate::gan::phases::{Game, PartialLayout};
 
 /// HTTP/2 flow-control windows (stream and connection), set on both ends.
 pub const WINDOW_BYTES: u32 = 16 << 20;
@@ -20,8 +19,7 @@ pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// The largest message a run needs: a phase result with one row per chunk,
 /// or the parameters, plus room for the framing.
-pub fn max_message_bytes(cfg: &Config) -> usize {
-    let game = trainer::setup(cfg).game;
+pub fn max_message_bytes(cfg: &Config, game: &Game) -> usize {
     let row = game.layout().stride();
     let floats = (row * cfg.chunks()).max(game.gen.n_params + game.disc.n_params);
     floats * 4 + (1 << 20)

@@ -61,7 +61,7 @@ pub async fn connect_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Cha
 
 /// Runs one session to its end: returns Ok when the coordinator closes it.
 pub async fn run_session(channel: Channel, choice: BackendSpec, token: Option<String>) -> Result<()> {
-    run_session_noting(channel, choice, token, &mut false).await
+    run_session_noting(channel, choice, token, None, &mut false).await
 }
 
 /// `run_session`, setting `joined` once the coordinator has welcomed this
@@ -70,6 +70,7 @@ pub async fn run_session_noting(
     channel: Channel,
     choice: BackendSpec,
     token: Option<String>,
+    data_path: Option<&str>,
     joined: &mut bool,
 ) -> Result<()> {
     let (out_tx, out_rx) = tmpsc::channel::<proto::WorkerMessage>(4);
@@ -90,7 +91,12 @@ pub async fn run_session_noting(
         Err(s) => return Err(refusal(s)),
     };
     *joined = true;
-    let mut replica = Replica::from_welcome(&welcome, choice)?;
+    let mut replica = Replica::from_welcome(&welcome, choice, data_path)?;
+    let ready = proto::Ready { dataset_digest: welcome.dataset_digest.clone() };
+    out_tx
+        .send(proto::WorkerMessage { kind: Some(worker_message::Kind::Ready(ready)) })
+        .await
+        .map_err(|_| Error::runtime("the session closed before this worker was ready"))?;
     // The replica computes right here, between reading a request and writing
     // its result: no hand-over to another thread and back.  This blocks the
     // runtime's thread while it computes, which is what a worker's runtime
@@ -206,9 +212,24 @@ pub struct Replica {
 
 impl Replica {
     /// The replica the coordinator's config describes, on the backend asked for.
-    pub fn from_welcome(welcome: &proto::Welcome, choice: BackendSpec) -> Result<Replica> {
-        let cfg = Config::from_toml_str(&welcome.config_toml, "the coordinator's config", &[])?;
-        let setup = trainer::setup(&cfg);
+    /// The replica of `welcome`'s config; this worker reads the dataset from
+    /// its own `data_path` (default: the config's) and refuses to train
+    /// when its copy's digest is not the coordinator's.
+    pub fn from_welcome(welcome: &proto::Welcome, choice: BackendSpec, data_path: Option<&str>) -> Result<Replica> {
+        let mut cfg = Config::from_toml_str(&welcome.config_toml, "the coordinator's config", &[])?;
+        if let Some(p) = data_path {
+            cfg.data.path = Some(p.to_string());
+        }
+        let setup = trainer::setup(&cfg)?;
+        let mine = setup.data.digest();
+        if mine != welcome.dataset_digest {
+            return Err(Error::input(format!(
+                "this worker's dataset ({}) has digest {mine}, the coordinator's has digest {}; give this worker \
+                 the coordinator's data (lockstep worker --data-path DIR)",
+                setup.data.describe(),
+                welcome.dataset_digest
+            )));
+        }
         let layout = setup.game.layout();
         let be = backend::create(choice, &setup)?;
         let init = trainer::TrainState::init(&cfg, &setup.game);

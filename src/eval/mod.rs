@@ -1,12 +1,82 @@
-//! Scores of a generator on a mixture of Gaussians (VEEGAN / PacGAN, see
-//! PAPER.md): modes covered, high-quality fraction and reverse KL, on
-//! samples drawn from the counter-based generator.
+//! Judging a generator: a `Judge` per kind of data scores its samples and
+//! draws them.  Mixtures of Gaussians get VEEGAN's and PacGAN's scores (modes
+//! covered, high-quality fraction, reverse KL; see PAPER.md) and a scatter
+//! plot; images get sample grids (their scores are FID-style distances in a
+//! feature network's space).  Samples come from the counter-based generator.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::data::Mixture;
+use crate::data::{Dataset, DrawKey, Mixture};
+use crate::error::Result;
 use crate::nn::{Network, Workspace};
 use crate::rng::{Purpose, Stream};
+
+/// Scores as a JSON object (sample counts included), merged into metrics.jsonl and summary.json.
+pub type ScoreMap = serde_json::Map<String, serde_json::Value>;
+
+/// Scores and pictures of a generator for one kind of data.
+pub trait Judge: Send {
+    /// Scores of the generator `p` at training step `step` (samples keyed by it).
+    fn score(&self, gen: &Network, p: &[f32], seed: u64, step: u64) -> Result<ScoreMap>;
+    /// A few words for the progress bar from `score`'s result.
+    fn headline(&self, scores: &ScoreMap) -> String;
+    /// The generator's samples at `step` as a PNG at `path`.
+    fn picture(&self, gen: &Network, p: &[f32], seed: u64, step: u64, path: &Path) -> Result<()>;
+    /// What a run draws once at its start, into its `samples/` folder (e.g. the real images).
+    fn start(&self, _samples_dir: &Path, _seed: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The judge for `data`; `samples` is the number of generated samples scored.
+pub fn judge_for(data: Arc<dyn Dataset>, samples: usize) -> Box<dyn Judge> {
+    match data.mixture() {
+        Some(m) => Box::new(MixtureJudge { mixture: m.clone(), samples }),
+        None => Box::new(images::ImageJudge { data }),
+    }
+}
+
+pub mod images;
+
+/// The judge of mixtures of Gaussians.
+pub struct MixtureJudge {
+    pub mixture: Mixture,
+    pub samples: usize,
+}
+
+impl MixtureJudge {
+    fn points(&self, gen: &Network, p: &[f32], seed: u64, step: u64) -> Vec<[f32; 2]> {
+        generate(gen, p, self.samples, seed, step).chunks_exact(2).map(|c| [c[0], c[1]]).collect()
+    }
+}
+
+impl Judge for MixtureJudge {
+    fn score(&self, gen: &Network, p: &[f32], seed: u64, step: u64) -> Result<ScoreMap> {
+        let sc = score(&self.mixture, &self.points(gen, p, seed, step));
+        Ok(serde_json::to_value(&sc).expect("scores serialize").as_object().expect("object").clone())
+    }
+
+    fn headline(&self, s: &ScoreMap) -> String {
+        let n = |k: &str| s.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        format!("modes {}/{}  hq {:.1}%", n("modes_covered"), n("modes_total"), 100.0 * n("high_quality_fraction"))
+    }
+
+    fn picture(&self, gen: &Network, p: &[f32], seed: u64, step: u64, path: &Path) -> Result<()> {
+        let m = &self.mixture;
+        let centres: Vec<[f32; 2]> = m.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
+        crate::plot::scatter_with_modes(path, &self.points(gen, p, seed, step), &centres, (3.0 * m.std) as f32)
+    }
+}
+
+/// `n` real samples of `data` (the first of epoch 0), flat.
+pub fn real_samples(data: &dyn Dataset, seed: u64, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * data.shape().len()];
+    data.fill(&DrawKey { seed, step: 0, purpose: Purpose::Real, base: 0 }, 0, &mut out);
+    out
+}
 
 /// Scores of one set of samples.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,23 +129,24 @@ pub fn score(m: &Mixture, samples: &[[f32; 2]]) -> Scores {
 }
 
 /// Draws `n` samples from the generator (f32 parameters `p`), with latents
-/// keyed by (seed, Eval, key).
-pub fn generate(gen: &Network, p: &[f32], n: usize, seed: u64, key: u64) -> Vec<[f32; 2]> {
+/// keyed by (seed, Eval, key): `n × gen.output()` values.
+pub fn generate(gen: &Network, p: &[f32], n: usize, seed: u64, key: u64) -> Vec<f32> {
+    use rayon::prelude::*;
+    // Blocks of a fixed size, so the values do not depend on the thread count.
     const ROWS: usize = 256;
     let stream = Stream::new(seed, Purpose::Eval, key);
-    let mut ws = Workspace::new(gen, ROWS);
-    let mut z = vec![0.0f32; ROWS * gen.input];
-    let mut out = Vec::with_capacity(n);
-    let mut i = 0;
-    while i < n {
-        let rows = ROWS.min(n - i);
-        for r in 0..rows {
-            stream.normals((i + r) as u32, &mut z[r * gen.input..(r + 1) * gen.input]);
+    let width = gen.output();
+    let mut out = vec![0.0f32; n * width];
+    out.par_chunks_mut(ROWS * width).enumerate().for_each(|(b, o)| {
+        let rows = o.len() / width;
+        let mut ws = Workspace::new(gen, rows);
+        let mut z = vec![0.0f32; rows * gen.input];
+        for (r, zr) in z.chunks_exact_mut(gen.input).enumerate() {
+            stream.normals((b * ROWS + r) as u32, zr);
         }
         gen.forward(p, &z, &mut ws, rows);
-        out.extend(gen.output_of(&ws, 0..rows).chunks_exact(2).map(|c| [c[0], c[1]]));
-        i += rows;
-    }
+        o.copy_from_slice(gen.output_of(&ws, 0..rows));
+    });
     out
 }
 

@@ -14,9 +14,8 @@ use super::optim::{Direction, Optimizer};
 use super::phases::{stat, Game, PartialLayout};
 use crate::backend::{Backend, Draw, PhaseWork, Setup, ShardTask};
 use crate::config::{Config, Update};
-use crate::data::Mixture;
 use crate::error::{Error, Result};
-use crate::nn::{init, LayerSpec, Network};
+use crate::nn::{init, LayerSpec, Network, Shape};
 
 /// Everything that defines where training stands (what a checkpoint holds).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,23 +48,56 @@ impl TrainState {
     }
 }
 
-/// The game and backend setup a config describes.
-pub fn setup(cfg: &Config) -> Setup {
-    let layers = |l: &[String]| LayerSpec::parse_all(l).expect("validated config");
-    let game = Game {
-        gen: Network::new(layers(&cfg.generator.layers), cfg.train.latent),
-        disc: Network::new(layers(&cfg.discriminator.layers), 2),
-        objective: cfg.train.objective,
-        eta: cfg.train.eta,
-        batch: cfg.train.batch,
+/// The game a config describes on samples of shape `data`: both networks
+/// built, G's output checked to be the data's shape and D's one logit.
+pub fn game(cfg: &Config, data: Shape) -> Result<Game> {
+    let net = |key: &str, name: &str, layers: &[String], input: Shape| {
+        LayerSpec::parse_all(layers)
+            .and_then(|l| Network::build(name, l, input))
+            .map_err(|m| Error::input(format!("key `{key}`: {m}")))
     };
-    Setup {
+    let gen = net("generator.layers", "generator", &cfg.generator.layers, Shape::flat(cfg.train.latent))?;
+    if gen.output_shape() != data {
+        return Err(Error::input(format!(
+            "key `generator.layers`: the generator's output is {} but the data's samples are {} ({}); make its \
+             last layers give {}",
+            gen.output_shape(),
+            data,
+            serde_json::to_value(cfg.data.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(|s| format!("data.kind {s}")))
+                .unwrap_or_default(),
+            data
+        )));
+    }
+    let disc = net("discriminator.layers", "discriminator", &cfg.discriminator.layers, data)?;
+    if disc.output_shape() != Shape::flat(1) {
+        return Err(Error::input(format!(
+            "key `discriminator.layers`: the discriminator must end with one logit (e.g. \"linear 1\"), its output is {}",
+            disc.output_shape()
+        )));
+    }
+    Ok(Game { gen, disc, objective: cfg.train.objective, eta: cfg.train.eta, batch: cfg.train.batch })
+}
+
+/// The game a config describes, on the shape its data's samples have
+/// (known without loading the dataset).
+pub fn game_of(cfg: &Config) -> Result<Game> {
+    game(cfg, crate::data::sample_shape(&cfg.data)?)
+}
+
+/// The game and backend setup a config describes: opens the dataset.
+pub fn setup(cfg: &Config) -> Result<Setup> {
+    let data = crate::data::open(&cfg.data)?;
+    let game = game(cfg, data.shape())?;
+    Ok(Setup {
         game,
-        data: Mixture::from_config(&cfg.data),
+        data,
         seed: cfg.train.seed,
         chunk: cfg.train.chunk,
         chunks: cfg.chunks(),
-    }
+        alternating: cfg.train.update == Update::Alternating,
+    })
 }
 
 /// What one step measured (at the point the step started from).

@@ -2,7 +2,6 @@
 //! `torch.nn.init.orthogonal_` do: weights are `gain · Q` with Q from the QR
 //! decomposition of a Gaussian matrix; biases start at zero.
 
-use super::layer::LayerSpec;
 use super::network::Network;
 use crate::rng::{Purpose, Stream};
 
@@ -10,15 +9,15 @@ use crate::rng::{Purpose, Stream};
 /// `stream_id` separates the networks of one run (0: generator, 1: discriminator).
 pub fn orthogonal(net: &Network, gain: f64, seed: u64, stream_id: u64) -> Vec<f32> {
     let mut p = vec![0.0f32; net.n_params];
-    for (l, spec) in net.layers.iter().enumerate() {
-        if let LayerSpec::Linear { out } = *spec {
-            let inp = net.width_in(l);
-            let stream = Stream::new(seed, Purpose::Init, stream_id << 16 | l as u64);
-            let w = orthogonal_matrix(out, inp, gain, &stream);
-            let lin_range = net.tensors().into_iter().find(|t| t.name == format!("{l}.weight")).expect("weight").range;
-            for (d, s) in p[lin_range].iter_mut().zip(&w) {
-                *d = *s as f32;
-            }
+    for t in net.tensors().into_iter().filter(|t| t.name.ends_with(".weight")) {
+        // torch.nn.init.orthogonal_ sees a weight as [shape[0], the rest].
+        let l: u64 = t.name.split('.').next().and_then(|i| i.parse().ok()).expect("layer index");
+        let rows = t.shape[0];
+        let cols = t.shape[1..].iter().product();
+        let stream = Stream::new(seed, Purpose::Init, stream_id << 16 | l);
+        let w = orthogonal_matrix(rows, cols, gain, &stream);
+        for (d, s) in p[t.range].iter_mut().zip(&w) {
+            *d = *s as f32;
         }
     }
     p

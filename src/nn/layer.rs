@@ -13,6 +13,7 @@
 //! direction (V, c): ẏ = ẋ Wᵀ + x Vᵀ + c, so x̄ = ȳ W + ẏ̄ V and ẋ̄ = ẏ̄ W.
 
 use super::float::{matmul, Float, Mat};
+use super::shape::Shape;
 
 /// An elementwise activation with its first two derivatives.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,45 +29,82 @@ pub enum Activation {
 /// One layer of a sequential network.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LayerSpec {
-    /// A fully connected layer to `out` features (weight `[out, in]`, bias `[out]`).
-    Linear {
-        out: usize,
-    },
+    /// A fully connected layer to `out` features (weight `[out, in]`, bias `[out]`) on a flat input.
+    Linear { out: usize },
+    /// PyTorch `Conv2d(in, out, k, s, p)`: weight `[out, in, k, k]`, bias `[out]`.
+    Conv { out: usize, k: usize, s: usize, p: usize },
+    /// PyTorch `ConvTranspose2d(in, out, k, s, p)`: weight `[in, out, k, k]`, bias `[out]`.
+    ConvT { out: usize, k: usize, s: usize, p: usize },
+    /// PyTorch `Unflatten(1, (c, h, w))`: a flat input of c·h·w features seen as c×h×w.
+    Reshape(Shape),
+    /// PyTorch `Flatten()`: c×h×w seen as c·h·w features.
+    Flatten,
+    /// An elementwise activation, on any shape.
     Act(Activation),
 }
 
 impl LayerSpec {
-    /// Parses `"linear 128"`, `"relu"`, `"leaky_relu 0.2"`, `"tanh"`, `"sigmoid"`, `"scale 0.25"`.
+    /// Parses `"linear 128"`, `"conv 64 4 2 1"`, `"conv_t 1 4 2 1"`, `"reshape 128 7 7"`, `"flatten"`,
+    /// `"relu"`, `"leaky_relu 0.2"`, `"tanh"`, `"sigmoid"`, `"scale 0.25"`.
     pub fn parse(s: &str) -> Result<LayerSpec, String> {
-        let mut it = s.split_whitespace();
-        let name = it.next().unwrap_or("");
-        let arg = it.next();
-        if it.next().is_some() {
-            return Err(format!("layer `{s}`: too many words; expected e.g. \"linear 128\" or \"relu\""));
-        }
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let name = words.first().copied().unwrap_or("");
+        let args = words.get(1..).unwrap_or(&[]);
+        let count = |n: usize, example: &str| -> Result<(), String> {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(format!("layer `{s}`: `{name}` takes {n} argument(s), got {}; e.g. \"{example}\"", args.len()))
+            }
+        };
+        let int = |a: &str, what: &str, min: usize| -> Result<usize, String> {
+            a.parse::<usize>()
+                .ok()
+                .filter(|&v| v >= min)
+                .ok_or_else(|| format!("layer `{s}`: {what} `{a}` must be an integer >= {min}"))
+        };
         let num = |what: &str| -> Result<f64, String> {
-            let a = arg.ok_or_else(|| format!("layer `{s}` needs {what}, e.g. \"{name} 0.25\""))?;
+            count(1, &format!("{name} 0.25")).map_err(|_| format!("layer `{s}` needs {what}, e.g. \"{name} 0.25\""))?;
+            let a = args[0];
             a.parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
                 .ok_or_else(|| format!("layer `{s}`: `{a}` is not a finite number"))
         };
-        let none = || -> Result<(), String> {
-            match arg {
-                Some(a) => Err(format!("layer `{s}`: `{name}` takes no argument, got `{a}`")),
-                None => Ok(()),
-            }
+        let none = || count(0, name);
+        let conv = |example: &str| -> Result<(usize, usize, usize, usize), String> {
+            count(4, example)?;
+            Ok((
+                int(args[0], "channels", 1)?,
+                int(args[1], "kernel size", 1)?,
+                int(args[2], "stride", 1)?,
+                int(args[3], "padding", 0)?,
+            ))
         };
         Ok(match name {
             "linear" => {
-                let a = arg.ok_or_else(|| format!("layer `{s}` needs a width, e.g. \"linear 128\""))?;
-                let out = a
+                count(1, "linear 128").map_err(|_| format!("layer `{s}` needs a width, e.g. \"linear 128\""))?;
+                let out = args[0]
                     .parse::<usize>()
                     .ok()
                     .filter(|&v| v > 0)
-                    .ok_or_else(|| format!("layer `{s}`: width `{a}` must be a positive integer"))?;
+                    .ok_or_else(|| format!("layer `{s}`: width `{}` must be a positive integer", args[0]))?;
                 LayerSpec::Linear { out }
             }
+            "conv" => {
+                let (out, k, st, p) = conv("conv 64 4 2 1")?;
+                LayerSpec::Conv { out, k, s: st, p }
+            }
+            "conv_t" => {
+                let (out, k, st, p) = conv("conv_t 64 4 2 1")?;
+                LayerSpec::ConvT { out, k, s: st, p }
+            }
+            "reshape" => {
+                count(3, "reshape 128 7 7")?;
+                let d = |i: usize, what: &str| int(args[i], what, 1);
+                LayerSpec::Reshape(Shape::new(d(0, "channels")?, d(1, "height")?, d(2, "width")?))
+            }
+            "flatten" => none().map(|_| LayerSpec::Flatten)?,
             "relu" => none().map(|_| LayerSpec::Act(Activation::Relu))?,
             "tanh" => none().map(|_| LayerSpec::Act(Activation::Tanh))?,
             "sigmoid" => none().map(|_| LayerSpec::Act(Activation::Sigmoid))?,
@@ -74,7 +112,8 @@ impl LayerSpec {
             "scale" => LayerSpec::Act(Activation::Scale(num("a factor")?)),
             _ => {
                 return Err(format!(
-                    "unknown layer `{s}`; expected one of: linear N, relu, leaky_relu S, tanh, sigmoid, scale S"
+                    "unknown layer `{s}`; expected one of: linear N, conv C K S P, conv_t C K S P, reshape C H W, \
+                     flatten, relu, leaky_relu S, tanh, sigmoid, scale S"
                 ))
             }
         })
@@ -87,18 +126,19 @@ impl LayerSpec {
         layers.iter().map(|s| LayerSpec::parse(s)).collect()
     }
 
-    /// The width after all `layers`, starting from `input` features.
-    pub fn output_width(layers: &[LayerSpec], input: usize) -> Result<usize, String> {
-        Ok(layers.iter().fold(input, |w, l| match l {
-            LayerSpec::Linear { out } => *out,
-            LayerSpec::Act(_) => w,
-        }))
+    /// Whether the layer has parameters (a weight and a bias).
+    pub fn has_params(&self) -> bool {
+        matches!(self, LayerSpec::Linear { .. } | LayerSpec::Conv { .. } | LayerSpec::ConvT { .. })
     }
 
     /// The layer's name in a config (and PyTorch's module for it).
     pub fn describe(&self) -> String {
         match self {
             LayerSpec::Linear { out } => format!("linear {out}"),
+            LayerSpec::Conv { out, k, s, p } => format!("conv {out} {k} {s} {p}"),
+            LayerSpec::ConvT { out, k, s, p } => format!("conv_t {out} {k} {s} {p}"),
+            LayerSpec::Reshape(sh) => format!("reshape {} {} {}", sh.c, sh.h, sh.w),
+            LayerSpec::Flatten => "flatten".into(),
             LayerSpec::Act(Activation::Relu) => "relu".into(),
             LayerSpec::Act(Activation::LeakyRelu(s)) => format!("leaky_relu {s}"),
             LayerSpec::Act(Activation::Tanh) => "tanh".into(),

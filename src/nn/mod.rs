@@ -2,6 +2,7 @@
 //! jvp, jvp_backward) on the CPU, generic over f32 and f64, and the
 //! orthogonal initialisation.
 
+pub mod conv;
 pub mod float;
 pub mod init;
 pub mod layer;

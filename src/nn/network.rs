@@ -4,8 +4,10 @@
 
 use std::ops::Range;
 
+use super::conv::{self, Conv, ConvGeom, ConvT};
 use super::float::Float;
 use super::layer::{LayerSpec, Linear};
+use super::shape::Shape;
 
 /// One named parameter tensor inside the flat vector.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,55 +18,132 @@ pub struct ParamTensor {
     pub range: Range<usize>,
 }
 
+/// A layer's geometry, fixed by the shape of its input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Geom {
+    /// No parameters (activations, reshape, flatten).
+    Plain,
+    Linear,
+    /// The convolution itself.
+    Conv(ConvGeom),
+    /// The ordinary convolution from the layer's output to its input.
+    ConvT(ConvGeom),
+}
+
 #[derive(Debug, Clone)]
 pub struct Network {
     pub layers: Vec<LayerSpec>,
-    /// Input width.
+    /// Input width (values per sample).
     pub input: usize,
-    /// Output width of each layer.
-    widths: Vec<usize>,
-    /// Offset of each Linear layer's weight (its bias follows it).
+    /// The shape of one input sample.
+    pub input_shape: Shape,
+    /// Output shape of each layer.
+    shapes: Vec<Shape>,
+    geoms: Vec<Geom>,
+    /// Offset of each layer's weight (its bias follows it).
     offsets: Vec<usize>,
     pub n_params: usize,
-    /// Index of the first Linear layer (no input gradient is needed below it).
+    /// Index of the first layer with parameters (no input gradient is needed below it).
     first_linear: Option<usize>,
 }
 
 impl Network {
+    /// A network of `layers` on flat inputs of `input` features (an MLP);
+    /// panics if a layer does not fit (use `build` for a config's layers).
     pub fn new(layers: Vec<LayerSpec>, input: usize) -> Network {
-        let mut widths = Vec::with_capacity(layers.len());
+        Network::build("network", layers, Shape::flat(input)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A network of `layers` on inputs of shape `input`.  A layer that does
+    /// not fit its input is an error naming the network (`name`), the
+    /// layer's index and text, its input shape and what it needs.
+    pub fn build(name: &str, layers: Vec<LayerSpec>, input: Shape) -> Result<Network, String> {
+        let mut shapes = Vec::with_capacity(layers.len());
+        let mut geoms = Vec::with_capacity(layers.len());
         let mut offsets = Vec::with_capacity(layers.len());
-        let (mut w, mut n) = (input, 0);
-        for l in &layers {
+        let (mut sh, mut n) = (input, 0usize);
+        for (l, spec) in layers.iter().enumerate() {
+            let fail = |why: String| format!("{name} layer {l} \"{}\": input {}: {why}", spec.describe(), sh);
             offsets.push(n);
-            if let LayerSpec::Linear { out } = *l {
-                n += out * w + out;
-                w = out;
-            }
-            widths.push(w);
+            let (out, geom, params) = match *spec {
+                LayerSpec::Linear { out } => {
+                    if !sh.is_flat() {
+                        return Err(fail(format!(
+                            "{} features are not flat; put \"flatten\" before this layer",
+                            sh.len()
+                        )));
+                    }
+                    (Shape::flat(out), Geom::Linear, out * sh.len() + out)
+                }
+                LayerSpec::Conv { out, k, s, p } => {
+                    let g = ConvGeom::new(sh.c, sh.h, sh.w, out, k, s, p).map_err(fail)?;
+                    (Shape::new(out, g.oh, g.ow), Geom::Conv(g), g.weight_len() + out)
+                }
+                LayerSpec::ConvT { out, k, s, p } => {
+                    let g = conv::convt_geom(sh.c, sh.h, sh.w, out, k, s, p).map_err(fail)?;
+                    (Shape::new(out, g.h, g.w), Geom::ConvT(g), g.weight_len() + out)
+                }
+                LayerSpec::Reshape(to) => {
+                    if to.len() != sh.len() {
+                        return Err(fail(format!(
+                            "{} features cannot be seen as {} = {}; the previous layer must give {} features",
+                            sh.len(),
+                            to,
+                            to.len(),
+                            to.len()
+                        )));
+                    }
+                    (to, Geom::Plain, 0)
+                }
+                LayerSpec::Flatten => (Shape::flat(sh.len()), Geom::Plain, 0),
+                LayerSpec::Act(_) => (sh, Geom::Plain, 0),
+            };
+            n = n.checked_add(params).ok_or_else(|| fail("too many parameters".into()))?;
+            sh = out;
+            shapes.push(out);
+            geoms.push(geom);
         }
-        let first_linear = layers.iter().position(|l| matches!(l, LayerSpec::Linear { .. }));
-        Network { layers, input, widths, offsets, n_params: n, first_linear }
+        let first_linear = layers.iter().position(|l| l.has_params());
+        Ok(Network {
+            layers,
+            input: input.len(),
+            input_shape: input,
+            shapes,
+            geoms,
+            offsets,
+            n_params: n,
+            first_linear,
+        })
     }
 
     pub fn output(&self) -> usize {
-        *self.widths.last().unwrap_or(&self.input)
+        self.output_shape().len()
     }
 
-    pub fn width_in(&self, l: usize) -> usize {
+    /// The shape of one output sample.
+    pub fn output_shape(&self) -> Shape {
+        *self.shapes.last().unwrap_or(&self.input_shape)
+    }
+
+    /// The shape of layer `l`'s input.
+    pub fn shape_in(&self, l: usize) -> Shape {
         if l == 0 {
-            self.input
+            self.input_shape
         } else {
-            self.widths[l - 1]
+            self.shapes[l - 1]
         }
     }
 
+    pub fn width_in(&self, l: usize) -> usize {
+        self.shape_in(l).len()
+    }
+
     pub fn width_out(&self, l: usize) -> usize {
-        self.widths[l]
+        self.shapes[l].len()
     }
 
     pub fn max_width(&self) -> usize {
-        self.widths.iter().copied().chain([self.input]).max().unwrap_or(1)
+        self.shapes.iter().map(|s| s.len()).chain([self.input]).max().unwrap_or(1)
     }
 
     /// Where layer `l`'s parameters start in the flat vector (its weight,
@@ -73,34 +152,78 @@ impl Network {
         self.offsets[l]
     }
 
-    /// The first Linear layer (below it no input gradient is needed).
+    /// The first layer with parameters (below it no input gradient is needed).
     pub fn first_linear(&self) -> Option<usize> {
         self.first_linear
     }
 
-    /// Layer `l`'s view of the flat vector `p` (a Linear layer only).
-    pub fn linear<'a, T: Float>(&self, l: usize, p: &'a [T]) -> Linear<'a, T> {
-        let (inp, out) = (self.width_in(l), self.width_out(l));
-        let o = self.offsets[l];
-        Linear { w: &p[o..o + out * inp], b: &p[o + out * inp..o + out * inp + out], inp, out }
+    /// Whether every layer is Linear or an activation (what the CUDA backend runs today).
+    pub fn is_mlp(&self) -> bool {
+        self.layers.iter().all(|l| matches!(l, LayerSpec::Linear { .. } | LayerSpec::Act(_)))
     }
 
-    /// The parameter tensors in PyTorch's `nn.Sequential` naming.
+    /// Layer `l`'s (weight, bias) in the flat vector `p` (a layer with parameters).
+    fn weight_bias<'a, T>(&self, l: usize, p: &'a [T]) -> (&'a [T], &'a [T]) {
+        let (o, wl, bl) = self.param_lens(l);
+        (&p[o..o + wl], &p[o + wl..o + wl + bl])
+    }
+
+    /// (offset, weight length, bias length) of layer `l`.
+    fn param_lens(&self, l: usize) -> (usize, usize, usize) {
+        let o = self.offsets[l];
+        match (self.geoms[l], self.layers[l]) {
+            (Geom::Linear, LayerSpec::Linear { out }) => (o, out * self.width_in(l), out),
+            (Geom::Conv(g), _) => (o, g.weight_len(), g.co),
+            (Geom::ConvT(g), _) => (o, g.weight_len(), g.ci),
+            _ => (o, 0, 0),
+        }
+    }
+
+    /// Layer `l`'s view of the flat vector `p` (a Linear layer only).
+    pub fn linear<'a, T: Float>(&self, l: usize, p: &'a [T]) -> Linear<'a, T> {
+        let (w, b) = self.weight_bias(l, p);
+        Linear { w, b, inp: self.width_in(l), out: self.width_out(l) }
+    }
+
+    /// Layer `l`'s parameters as a layer with its four passes.
+    fn op<'a, T: Float>(&self, l: usize, p: &'a [T]) -> Op<'a, T> {
+        let (w, b) = self.weight_bias(l, p);
+        match self.geoms[l] {
+            Geom::Plain => Op::Plain,
+            Geom::Linear => Op::Linear(Linear { w, b, inp: self.width_in(l), out: self.width_out(l) }),
+            Geom::Conv(g) => Op::Conv(Conv { w, b, g }),
+            Geom::ConvT(g) => Op::ConvT(ConvT { w, b, g }),
+        }
+    }
+
+    /// The parameter tensors in PyTorch's `nn.Sequential` naming and shapes
+    /// (Linear `[out, in]`, Conv2d `[out, in, k, k]`, ConvTranspose2d `[in, out, k, k]`).
     pub fn tensors(&self) -> Vec<ParamTensor> {
         let mut v = Vec::new();
-        for (l, spec) in self.layers.iter().enumerate() {
-            if let LayerSpec::Linear { out } = *spec {
-                let inp = self.width_in(l);
-                let o = self.offsets[l];
-                v.push(ParamTensor { name: format!("{l}.weight"), shape: vec![out, inp], range: o..o + out * inp });
-                v.push(ParamTensor {
-                    name: format!("{l}.bias"),
-                    shape: vec![out],
-                    range: o + out * inp..o + out * inp + out,
-                });
-            }
+        for l in 0..self.layers.len() {
+            let shape = match self.geoms[l] {
+                Geom::Plain => continue,
+                Geom::Linear => vec![self.width_out(l), self.width_in(l)],
+                Geom::Conv(g) => vec![g.co, g.ci, g.k, g.k],
+                Geom::ConvT(g) => vec![g.co, g.ci, g.k, g.k],
+            };
+            let (o, wl, bl) = self.param_lens(l);
+            v.push(ParamTensor { name: format!("{l}.weight"), shape, range: o..o + wl });
+            v.push(ParamTensor { name: format!("{l}.bias"), shape: vec![bl], range: o + wl..o + wl + bl });
         }
         v
+    }
+
+    /// The scratch one pass over `rows` samples needs (the convolutions' im2col buffers).
+    fn scratch_len(&self, rows: usize) -> usize {
+        self.geoms
+            .iter()
+            .map(|g| match g {
+                Geom::Conv(g) | Geom::ConvT(g) => g.scratch_len(rows),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// y = net(x) for `rows` samples; activations kept in `ws` (rows 0..rows).
@@ -111,9 +234,12 @@ impl Network {
             let (wi, wo) = (self.width_in(l), self.width_out(l));
             let inp = if l == 0 { &x[..rows * wi] } else { &before[l - 1][..rows * wi] };
             let y = &mut after[0][..rows * wo];
-            match self.layers[l] {
-                LayerSpec::Linear { .. } => self.linear(l, p).forward(rows, inp, y),
-                LayerSpec::Act(a) => a.forward(inp, y),
+            match (self.op(l, p), self.layers[l]) {
+                (Op::Linear(lin), _) => lin.forward(rows, inp, y),
+                (Op::Conv(c), _) => c.forward(rows, inp, y, &mut ws.scratch),
+                (Op::ConvT(c), _) => c.forward(rows, inp, y, &mut ws.scratch),
+                (Op::Plain, LayerSpec::Act(a)) => a.forward(inp, y),
+                (Op::Plain, _) => y.copy_from_slice(inp),
             }
         }
     }
@@ -147,18 +273,21 @@ impl Network {
             let need_dx = dx.is_some() || self.first_linear.is_some_and(|f| f < l);
             let g = &ws.ga[..n * wo];
             let gx = &mut ws.gb[..n * wi];
-            match self.layers[l] {
-                LayerSpec::Linear { out } => {
-                    let lin = self.linear(l, p);
-                    let pg = grads.as_deref_mut().map(|gr| {
-                        let o = self.offsets[l];
-                        gr[o..o + out * wi + out].split_at_mut(out * wi)
-                    });
-                    lin.backward(n, inp, g, pg, need_dx.then_some(gx));
-                }
-                LayerSpec::Act(a) => {
-                    if need_dx {
+            let (o, wl, bl) = self.param_lens(l);
+            let pg = grads.as_deref_mut().filter(|_| wl > 0).map(|gr| gr[o..o + wl + bl].split_at_mut(wl));
+            let gx = need_dx.then_some(gx);
+            match (self.op(l, p), self.layers[l]) {
+                (Op::Linear(lin), _) => lin.backward(n, inp, g, pg, gx),
+                (Op::Conv(c), _) => c.backward(n, inp, g, pg, gx, &mut ws.scratch),
+                (Op::ConvT(c), _) => c.backward(n, inp, g, pg, gx, &mut ws.scratch),
+                (Op::Plain, LayerSpec::Act(a)) => {
+                    if let Some(gx) = gx {
                         a.backward(inp, g, gx)
+                    }
+                }
+                (Op::Plain, _) => {
+                    if let Some(gx) = gx {
+                        gx.copy_from_slice(g)
                     }
                 }
             }
@@ -188,14 +317,25 @@ impl Network {
             let (before, after) = ws.tans.split_at_mut(l);
             let tin = input_tangent(l, xdot, before, &ws.tan_some, n * wi);
             let tout = &mut after[0][..n * wo];
-            let some = match self.layers[l] {
-                LayerSpec::Linear { .. } => {
-                    self.linear(l, p).jvp(&self.linear(l, dir), n, inp, tin, tout);
+            let some = match (self.op(l, p), self.op(l, dir), self.layers[l]) {
+                (Op::Linear(lin), Op::Linear(d), _) => {
+                    lin.jvp(&d, n, inp, tin, tout);
                     true
                 }
-                LayerSpec::Act(a) => match tin {
+                (Op::Conv(c), Op::Conv(d), _) => {
+                    c.jvp(&d, n, inp, tin, tout, &mut ws.scratch);
+                    true
+                }
+                (Op::ConvT(c), Op::ConvT(d), _) => {
+                    c.jvp(&d, n, inp, tin, tout, &mut ws.scratch);
+                    true
+                }
+                (_, _, spec) => match tin {
                     Some(t) => {
-                        a.jvp(inp, t, tout);
+                        match spec {
+                            LayerSpec::Act(a) => a.jvp(inp, t, tout),
+                            _ => tout.copy_from_slice(t),
+                        }
                         true
                     }
                     None => false,
@@ -239,17 +379,23 @@ impl Network {
             let out_some = ws.tan_some[l];
             let (yb, xb) = (&ws.ga[..n * wo], &mut ws.gb[..n * wi]);
             let (tb, xtb) = (&ws.ta[..n * wo], &mut ws.tb[..n * wi]);
-            let want_tan = tin.is_some();
-            match self.layers[l] {
-                LayerSpec::Linear { .. } => {
-                    let lin = self.linear(l, p);
-                    lin.jvp_backward(&self.linear(l, dir), n, yb, tb, xb, want_tan.then_some(xtb));
-                }
-                LayerSpec::Act(a) => {
+            let want_tan = tin.is_some().then_some(xtb);
+            let sc = &mut ws.scratch;
+            match (self.op(l, p), self.op(l, dir), self.layers[l]) {
+                (Op::Linear(lin), Op::Linear(d), _) => lin.jvp_backward(&d, n, yb, tb, xb, want_tan),
+                (Op::Conv(c), Op::Conv(d), _) => c.jvp_backward(&d, n, yb, tb, xb, want_tan, sc),
+                (Op::ConvT(c), Op::ConvT(d), _) => c.jvp_backward(&d, n, yb, tb, xb, want_tan, sc),
+                (_, _, LayerSpec::Act(a)) => {
                     if out_some {
-                        a.jvp_backward(inp, tin, yb, tb, xb, want_tan.then_some(xtb));
+                        a.jvp_backward(inp, tin, yb, tb, xb, want_tan);
                     } else {
                         a.backward(inp, yb, xb);
+                    }
+                }
+                (_, _, _) => {
+                    xb.copy_from_slice(yb);
+                    if let Some(xtb) = want_tan {
+                        xtb.copy_from_slice(tb);
                     }
                 }
             }
@@ -265,6 +411,14 @@ impl Network {
             }
         }
     }
+}
+
+/// A layer's parameters with its passes.
+enum Op<'a, T> {
+    Plain,
+    Linear(Linear<'a, T>),
+    Conv(Conv<'a, T>),
+    ConvT(ConvT<'a, T>),
 }
 
 /// The tangent of layer `l`'s input (its first `len` values): the network's
@@ -299,6 +453,8 @@ pub struct Workspace<T> {
     gb: Vec<T>,
     ta: Vec<T>,
     tb: Vec<T>,
+    /// The convolutions' im2col buffers.
+    scratch: Vec<T>,
 }
 
 impl<T: Float> Workspace<T> {
@@ -313,6 +469,7 @@ impl<T: Float> Workspace<T> {
             gb: vec![T::ZERO; mw],
             ta: vec![T::ZERO; mw],
             tb: vec![T::ZERO; mw],
+            scratch: vec![T::ZERO; net.scratch_len(rows)],
         }
     }
 }

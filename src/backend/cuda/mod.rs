@@ -115,6 +115,8 @@ pub struct CudaBackend {
     step_in: DevBuf<u32>,
     step_out: DevBuf<u32>,
     centres: DevBuf<f64>,
+    /// The mixture's standard deviation.
+    std: f64,
     last: Option<ShardTask>,
     /// The whole step as one CUDA graph, once `DeviceStep::load` was called.
     resident: Option<resident::Resident>,
@@ -175,8 +177,18 @@ impl StepOut {
 impl CudaBackend {
     /// Opens GPU `ordinal` and allocates every buffer for up to `setup.chunks` chunks.
     pub fn new(setup: &Setup, ordinal: usize) -> Result<CudaBackend> {
-        check_device(ordinal)?;
         let game = &setup.game;
+        let mixture = match setup.data.mixture() {
+            Some(m) if game.gen.is_mlp() && game.disc.is_mlp() => m,
+            _ => {
+                return Err(Error::input(format!(
+                    "the CUDA backend runs MLPs on mixtures of Gaussians only for now ({}; conv, conv_t, reshape \
+                     and flatten layers and image data run on the CPU); use --backend cpu",
+                    setup.data.describe()
+                )))
+            }
+        };
+        check_device(ordinal)?;
         let (n, k) = (setup.chunk, setup.chunks);
         let rows = k * 2 * n;
         if rows * game.gen.max_width().max(game.disc.max_width()) >= i32::MAX as usize {
@@ -186,7 +198,7 @@ impl CudaBackend {
         let layout = game.layout();
         let disc_at = layout.n_gen.next_multiple_of(64);
         let total = disc_at + layout.n_disc;
-        let centres: Vec<f64> = setup.data.centres.iter().flat_map(|c| [c[0], c[1]]).collect();
+        let centres: Vec<f64> = mixture.centres.iter().flat_map(|c| [c[0], c[1]]).collect();
         let mut centres_dev = gpu.alloc::<f64>(centres.len())?;
         gpu.upload(&centres, &mut centres_dev)?;
         Ok(CudaBackend {
@@ -206,6 +218,7 @@ impl CudaBackend {
             step_in: gpu.alloc(StepIn::WORDS)?,
             step_out: gpu.alloc(StepOut::WORDS)?,
             centres: centres_dev,
+            std: mixture.std,
             last: None,
             resident: None,
             layout,
@@ -288,7 +301,7 @@ impl CudaBackend {
         let x = self.gen.output();
         let gpu = &self.gpu;
         gpu.normals(false, self.z.ptr, key, lat as u32, step, first, fake, s.game.gen.input)?;
-        gpu.mixture(false, x, key, rl as u32, step, first, &self.centres, s.data.std, real)?;
+        gpu.mixture(false, x, key, rl as u32, step, first, &self.centres, self.std, real)?;
         let (pg, pd) = (self.pg(), self.pd());
         self.gen.forward(gpu, pg, self.z.ptr, fake)?;
         self.disc.forward(gpu, pd, x, all)?;

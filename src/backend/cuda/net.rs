@@ -189,6 +189,9 @@ impl DevNet {
                         gpu.bias_cast(self.acc.ptr, b, y, r, wo)?;
                     }
                 }
+                LayerSpec::Conv { .. } | LayerSpec::ConvT { .. } | LayerSpec::Reshape(_) | LayerSpec::Flatten => {
+                    unreachable!("CudaBackend::new accepts MLPs only")
+                }
                 LayerSpec::Act(a) => gpu.act_forward(act_code(a), inp, y, r, wo)?,
             }
             l += 1;
@@ -248,6 +251,9 @@ impl DevNet {
                         Self::gw(gpu, w, cur, out, false, r, wi, wo, 0.0)?;
                     }
                 }
+                LayerSpec::Conv { .. } | LayerSpec::ConvT { .. } | LayerSpec::Reshape(_) | LayerSpec::Flatten => {
+                    unreachable!("CudaBackend::new accepts MLPs only")
+                }
                 LayerSpec::Act(a) => {
                     if need_dx {
                         gpu.act_backward(act_code(a), inp, cur, out, r, wo)?;
@@ -291,6 +297,9 @@ impl DevNet {
                         gpu.bias_cast(self.acc.ptr, c, tout, r, wo)?;
                     }
                     true
+                }
+                LayerSpec::Conv { .. } | LayerSpec::ConvT { .. } | LayerSpec::Reshape(_) | LayerSpec::Flatten => {
+                    unreachable!("CudaBackend::new accepts MLPs only")
                 }
                 LayerSpec::Act(a) => match tin {
                     Some(t) => {
@@ -344,6 +353,9 @@ impl DevNet {
                     if want_tan {
                         Self::gw(gpu, w, tb, xtb, false, r, wi, wo, 0.0)?;
                     }
+                }
+                LayerSpec::Conv { .. } | LayerSpec::ConvT { .. } | LayerSpec::Reshape(_) | LayerSpec::Flatten => {
+                    unreachable!("CudaBackend::new accepts MLPs only")
                 }
                 LayerSpec::Act(a) => {
                     if self.tan_some[l] {
