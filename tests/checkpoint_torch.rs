@@ -13,11 +13,16 @@ fn tiny() -> Config {
 }
 
 fn save_fresh(name: &str) -> (std::path::PathBuf, Config, TrainState) {
-    let cfg = tiny();
-    let setup = trainer::setup(&cfg).unwrap();
-    let st = TrainState::init(&cfg, &setup.game);
+    save_fresh_of(tiny(), name)
+}
+
+/// A checkpoint of `cfg`'s freshly initialised state (the data is not read:
+/// the shape comes from the config).
+fn save_fresh_of(cfg: Config, name: &str) -> (std::path::PathBuf, Config, TrainState) {
+    let game = trainer::game_of(&cfg).unwrap();
+    let st = TrainState::init(&cfg, &game);
     let p = std::env::temp_dir().join(format!("lockstep-ck-{}-{name}.safetensors", std::process::id()));
-    checkpoint::save(&p, &cfg, &setup.game, &st).unwrap();
+    checkpoint::save(&p, &cfg, &game, &st).unwrap();
     (p, cfg, st)
 }
 
@@ -56,36 +61,62 @@ fn tensor_names_and_shapes_follow_nn_sequential() {
     std::fs::remove_file(&p).unwrap();
 }
 
-#[test]
-fn generator_loads_in_pytorch_and_computes_the_same() {
-    let have_torch = Command::new("python3")
+fn have_torch(test: &str) -> bool {
+    let ok = Command::new("python3")
         .args(["-c", "import torch, safetensors"])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !have_torch {
-        eprintln!("SKIPPED generator_loads_in_pytorch_and_computes_the_same: PyTorch is not installed (pip install torch safetensors)");
-        return;
+    if !ok {
+        eprintln!("SKIPPED {test}: PyTorch is not installed (pip install torch safetensors)");
     }
-    let (p, cfg, st) = save_fresh("torch");
+    ok
+}
+
+/// Runs scripts/torch_load_generator.py on a fresh checkpoint of `cfg` and
+/// checks PyTorch's G(z) against lockstep's to 1e-5 on every output.
+fn torch_matches(cfg: Config, name: &str) {
+    let (p, cfg, st) = save_fresh_of(cfg, name);
     let out = Command::new("python3").arg("scripts/torch_load_generator.py").arg(&p).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let game = trainer::setup(&cfg).unwrap().game;
+    let game = trainer::game_of(&cfg).unwrap();
     let latent = cfg.train.latent;
     let z: Vec<f32> = (0..4).flat_map(|i| (0..latent).map(move |j| ((7 * i + j) as f64).sin() as f32)).collect();
     let mut ws = Workspace::new(&game.gen, 4);
     game.gen.forward(&st.gen, &z, &mut ws, 4);
     let ours = game.gen.output_of(&ws, 0..4);
+    let w = game.gen.output();
     for i in 0..4 {
-        for j in 0..2 {
-            let theirs = v["outputs"][i][j].as_f64().unwrap();
+        let row = v["outputs"][i].as_array().unwrap();
+        assert_eq!(row.len(), w, "row {i}: torch gives {} values, lockstep {w}", row.len());
+        for j in 0..w {
+            let theirs = row[j].as_f64().unwrap();
             assert!(
-                (theirs - ours[i * 2 + j] as f64).abs() < 1e-5,
-                "row {i}: torch {theirs} vs ours {}",
-                ours[i * 2 + j]
+                (theirs - ours[i * w + j] as f64).abs() < 1e-5,
+                "{name} row {i} value {j}: torch {theirs} vs ours {}",
+                ours[i * w + j]
             );
         }
     }
     std::fs::remove_file(&p).unwrap();
+}
+
+#[test]
+fn generator_loads_in_pytorch_and_computes_the_same() {
+    if have_torch("generator_loads_in_pytorch_and_computes_the_same") {
+        torch_matches(tiny(), "torch");
+    }
+}
+
+/// The DCGAN generators (linear, reshape, conv_t, activations) rebuild in
+/// nn.Sequential, load with strict=True and compute the same images.
+#[test]
+fn dcgan_generators_load_in_pytorch_and_compute_the_same() {
+    if !have_torch("dcgan_generators_load_in_pytorch_and_compute_the_same") {
+        return;
+    }
+    for f in ["configs/fashion-mnist-dcgan-ci.toml", "configs/fashion-mnist-dcgan.toml"] {
+        torch_matches(Config::load(std::path::Path::new(f), &[]).unwrap(), f.trim_start_matches("configs/"));
+    }
 }

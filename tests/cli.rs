@@ -23,17 +23,6 @@ fn run(args: &[&str]) -> Output {
     lockstep().args(args).output().expect("lockstep runs")
 }
 
-/// Asserts a bad-input failure: exit code 2 and one line of stderr holding every `needle`.
-fn assert_input_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "expected exit code 2, stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "`{n}` not in: {}", lines[0]);
-    }
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -110,7 +99,7 @@ fn bad_checkpoints_are_refused_and_left_alone() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-use common::bits;
+use common::{assert_input_error, bits};
 
 #[test]
 fn killed_and_resumed_run_is_bitwise_identical() {

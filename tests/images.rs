@@ -9,13 +9,13 @@
 //! it); without it they print why they skipped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use lockstep::checkpoint;
 
 mod common;
 
-use common::{bin, bits, finish, free_port};
+use common::{assert_input_error, bin, bits, finish, free_port};
 
 const CI: &str = "configs/fashion-mnist-dcgan-ci.toml";
 const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -142,17 +142,6 @@ fn an_image_run_draws_grids_and_sample_writes_png_and_npy() {
     let o = bin().args(["sample", "--n", "3", "--checkpoint"]).arg(&ck).arg("--out").arg(d.join("g.csv")).output();
     assert_input_error(&o.unwrap(), &["1×28×28", ".npy"]);
     std::fs::remove_dir_all(&d).unwrap();
-}
-
-/// Asserts a bad-input failure: exit code 2 and one line of stderr holding every `needle`.
-fn assert_input_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "expected exit code 2, stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "`{n}` not in: {}", lines[0]);
-    }
 }
 
 /// An IDX file: `magic` then big-endian `dims`, then `data`.
@@ -286,4 +275,22 @@ fn a_worker_with_a_different_dataset_is_refused_with_both_digests() {
     assert!(c.status.success(), "{cerr}");
     assert!(cerr.contains("left before it was ready"), "the refused worker is not taken: {cerr}");
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// lockstep's FLOP model of the dcgan28 step agrees with PyTorch's
+/// FlopCounterMode on shared/reference/torch_gan_step.py (11.93 GFLOP at
+/// eta 0.5, 7.77 at eta 0, batch 64; counted 2026-12-01).
+#[test]
+fn the_dcgan_step_costs_what_pytorch_counts() {
+    let mut cfg = lockstep::config::Config::load(Path::new("configs/fashion-mnist-dcgan.toml"), &[]).unwrap();
+    let game = lockstep::gan::trainer::game_of(&cfg).unwrap();
+    let f = game.step_flops();
+    for (net, l, layer, pass, fl) in &f.rows {
+        eprintln!("| {net} | {l} `{layer}` | {pass} | {:.1} |", fl * 1e-6);
+    }
+    eprintln!("dcgan28 step: {:.3} GFLOP", f.total * 1e-9);
+    assert!((f.total * 1e-9 - 11.93).abs() < 0.06, "{:.3} GFLOP", f.total * 1e-9);
+    cfg.train.eta = 0.0;
+    let f0 = lockstep::gan::trainer::game_of(&cfg).unwrap().step_flops();
+    assert!((f0.total * 1e-9 - 7.77).abs() < 0.06, "eta 0: {:.3} GFLOP", f0.total * 1e-9);
 }

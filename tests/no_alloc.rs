@@ -1,7 +1,8 @@
 //! The CPU backend allocates no buffers per step: every buffer is allocated
 //! once, when the trainer is built.  What is left is the `gemm` crate's own
-//! scratch (its packing flags and panels, allocated inside a product), so the test allows at most one allocation per matrix product
-//! and none besides.  (Alone in its file: the counting allocator sees the
+//! scratch (its packing flags and, when it packs, a panel, allocated inside
+//! a product), so the test allows at most two allocations per matrix
+//! product and none besides.  (Alone in its file: the counting allocator sees the
 //! whole process.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -34,10 +35,21 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn training_steps_do_not_allocate() {
-    for update in ["simultaneous", "alternating"] {
-        for eta in ["0.5", "0"] {
+    // The image config too, where Fashion-MNIST is installed (convolutions
+    // keep their im2row buffers in the workspace).
+    let images = "configs/fashion-mnist-dcgan-ci.toml";
+    let mut configs = vec!["configs/mog-ring.toml"];
+    if std::path::Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() {
+        configs.push(images);
+    } else {
+        eprintln!("SKIPPED {images} in training_steps_do_not_allocate: apt-get install dataset-fashion-mnist");
+    }
+    for (config, update, eta) in configs.iter().flat_map(|c| {
+        ["simultaneous", "alternating"].into_iter().flat_map(move |u| ["0.5", "0"].into_iter().map(move |e| (*c, u, e)))
+    }) {
+        {
             let sets = [format!("train.update=\"{update}\""), format!("train.eta={eta}")];
-            let cfg = Config::load(std::path::Path::new("configs/mog-ring.toml"), &sets).unwrap();
+            let cfg = Config::load(std::path::Path::new(config), &sets).unwrap();
             let setup = trainer::setup(&cfg).unwrap();
             let be = backend::create(BackendSpec::cpu(), &setup).unwrap();
             let st = TrainState::init(&cfg, &setup.game);
@@ -50,9 +62,9 @@ fn training_steps_do_not_allocate() {
                 t.step().unwrap();
             }
             let (n, g) = (ALLOCS.load(Ordering::SeqCst) - n0, matmul_count() - g0);
-            eprintln!("{update}, eta {eta}: {} allocations and {} matrix products per step", n / 20, g / 20);
+            eprintln!("{config}, {update}, eta {eta}: {} allocations and {} matrix products per step", n / 20, g / 20);
             assert!(g > 0);
-            assert!(n <= g as usize, "{update}, eta {eta}: {n} allocations for {g} products in 20 steps");
+            assert!(n <= 2 * g as usize, "{config}, {update}, eta {eta}: {n} allocations for {g} products in 20 steps");
         }
     }
 }

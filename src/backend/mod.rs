@@ -256,7 +256,19 @@ pub fn describe(spec: BackendSpec) -> Result<(&'static str, String, f64)> {
 /// Builds the backend asked for; `cuda` without a usable GPU is an input
 /// error naming what is missing.
 pub fn create(spec: BackendSpec, setup: &Setup) -> Result<Box<dyn Backend>> {
-    Ok(match resolve(spec.choice) {
+    let choice = match (spec.choice, resolve(spec.choice)) {
+        // `auto` runs what the GPU cannot on the CPU, saying so once.
+        (BackendChoice::Auto, BackendChoice::Cuda) => match cuda::unsupported(setup) {
+            Some(why) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("lockstep: backend auto: {why}; using the CPU backend"));
+                BackendChoice::Cpu
+            }
+            None => BackendChoice::Cuda,
+        },
+        (_, c) => c,
+    };
+    Ok(match choice {
         BackendChoice::Cuda => Box::new(cuda::CudaBackend::new(setup, spec.device)?),
         _ => Box::new(CpuBackend::new(setup)),
     })

@@ -62,6 +62,7 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         _ => None,
     };
     let sps = o.steps as f64 / secs;
+    let flops = t.game.step_flops().total;
     // Phase times: 200 more steps, each timed part by part (outside the timed loop).
     let profile = t.device_profile(200)?;
     // A captured CUDA graph (a remote worker's whole step reports only phase times).
@@ -80,6 +81,9 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         "steps_per_second": (sps * 100.0).round() / 100.0,
         "samples_per_second": (sps * cfg.train.batch as f64).round(),
         "step_ms": secs * 1e3 / o.steps as f64,
+        // The step's multiply-adds (Game::step_flops, docs/perf.md) per second.
+        "gflop_per_step": (flops * 1e-9 * 1000.0).round() / 1000.0,
+        "gflop_per_second": (flops * sps * 1e-9 * 10.0).round() / 10.0,
         "peak_rss_mib": telemetry::peak_rss_mib(),
         // Whole steps run by the only worker itself (`DeviceStep`): one CUDA
         // graph per step, or a remote worker's own step over gRPC.

@@ -307,7 +307,10 @@ fn train_loop(
             last_picture = Some(path);
         }
         if log_now || eval_now {
-            bar.set_message(format!("V {:.4}  {scores_msg}", rep.value));
+            bar.set_message(format!(
+                "V {:.4}  D acc {:.2}/{:.2}  {scores_msg}",
+                rep.value, rep.d_accuracy_real, rep.d_accuracy_fake
+            ));
         }
         if let Some(l) = line {
             metrics.write(&l)?;

@@ -71,6 +71,12 @@ impl Objective {
         }
     }
 
+    /// Whether the generator's loss is V's fake half, f(-D(G(z))) (gan,
+    /// wgan), so that its seeds at the fakes are those of grad_D V.
+    pub fn gen_loss_is_value(self) -> bool {
+        matches!(self, Objective::Gan | Objective::Wgan)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Objective::Gan => "gan",

@@ -18,6 +18,8 @@
 
 use std::ops::Range;
 
+use serde::Serialize;
+
 use super::objective::Objective;
 use crate::nn::{Float, Network, Workspace};
 
@@ -77,6 +79,53 @@ impl Game {
     }
 }
 
+/// Floating-point operations of one training step, by network, layer and
+/// pass (each multiply-add counts 2; activations, the seeds and the
+/// optimizer are left out, as PyTorch's FlopCounterMode does): the rows of
+/// docs/perf.md's table and `lockstep bench`'s GFLOP/s.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepFlops {
+    /// (network, layer index, layer, pass, FLOPs).
+    pub rows: Vec<(&'static str, usize, String, &'static str, f64)>,
+    pub total: f64,
+}
+
+impl Game {
+    /// The FLOPs of one simultaneous step on a minibatch of `batch`.
+    pub fn step_flops(&self) -> StepFlops {
+        let b = self.batch as f64;
+        let mut rows = Vec::new();
+        let mut add =
+            |net: &'static str, n: &Network, pass: &'static str, samples: f64, products: &dyn Fn(usize) -> f64| {
+                for l in 0..n.layers.len() {
+                    let p = products(l);
+                    if n.macs(l) > 0 && p > 0.0 {
+                        rows.push((net, l, n.layers[l].describe(), pass, 2.0 * n.macs(l) as f64 * samples * p));
+                    }
+                }
+            };
+        let (g, d) = (&self.gen, &self.disc);
+        // Below the first layer with parameters no input gradient is computed.
+        let first = |n: &Network, l: usize| n.first_linear() == Some(l);
+        add("generator", g, "forward", b, &|_| 1.0);
+        add("discriminator", d, "forward (real and fake)", 2.0 * b, &|_| 1.0);
+        add("discriminator", d, "backward (real and fake)", 2.0 * b, &|l| if first(d, l) { 1.0 } else { 2.0 });
+        if self.eta == 0.0 && self.objective.gen_loss_is_value() {
+            // The same backward pass gives the input's adjoint (`phase1`).
+            add("discriminator", d, "backward to the input", 2.0 * b, &|l| if first(d, l) { 1.0 } else { 0.0 });
+        } else if self.eta == 0.0 {
+            add("discriminator", d, "backward to the fakes", b, &|_| 1.0);
+        } else {
+            // ẏ = conv(ẋ, W) + conv(x, V); x̄ = convᵀ(ȳ, W) + convᵀ(ẏ̄, V), ẋ̄ = convᵀ(ẏ̄, W).
+            add("discriminator", d, "jvp", b, &|l| if first(d, l) { 1.0 } else { 2.0 });
+            add("discriminator", d, "jvp_backward", b, &|l| if first(d, l) { 2.0 } else { 3.0 });
+        }
+        add("generator", g, "backward", b, &|l| if first(g, l) { 1.0 } else { 2.0 });
+        let total = rows.iter().map(|r| r.4).sum();
+        StepFlops { rows, total }
+    }
+}
+
 /// The buffers of one chunk, allocated once.
 #[derive(Debug, Clone)]
 pub struct ChunkState<T> {
@@ -90,7 +139,8 @@ pub struct ChunkState<T> {
     /// Adjoints of D's output (2n), and of its tangent (n).
     ybar: Vec<T>,
     ydotbar: Vec<T>,
-    /// The generator's adjoint at the fake samples.
+    /// The adjoint of D's input (phase 1 at eta 0: real rows then fake
+    /// ones), whose fake rows are the generator's adjoint (phase 2: rows 0..n).
     xbar: Vec<T>,
 }
 
@@ -105,7 +155,7 @@ impl<T: Float> ChunkState<T> {
             dws: Workspace::new(&game.disc, 2 * rows),
             ybar: vec![T::ZERO; 2 * rows],
             ydotbar: vec![T::ZERO; rows],
-            xbar: vec![T::ZERO; rows * dim],
+            xbar: vec![T::ZERO; 2 * rows * dim],
         }
     }
 
@@ -137,13 +187,21 @@ pub fn phase1<T: Float>(game: &Game, pg: &[T], pd: &[T], st: &mut ChunkState<T>,
 
     let d = game.disc.output_of(&st.dws, 0..2 * n);
     phase1_seeds(obj, d, inv_b, T::ONE, &mut st.ybar, &mut out[lay.stats()]);
-    game.disc.backward(pd, &st.x, &mut st.dws, 0..2 * n, &st.ybar, Some(&mut out[lay.disc()]), None);
+    // For gan and wgan the generator's loss is V's fake half, so D's seeds
+    // at the fakes are the generator's too: one backward gives grad_D V and
+    // the generator's adjoint at the fakes.
+    let shared = with_gen_grad && obj.gen_loss_is_value();
+    let dx = shared.then_some(&mut st.xbar[..2 * half]);
+    game.disc.backward(pd, &st.x, &mut st.dws, 0..2 * n, &st.ybar, Some(&mut out[lay.disc()]), dx);
 
     if with_gen_grad {
-        gen_loss_seeds(obj, game.disc.output_of(&st.dws, n..2 * n), inv_b, T::ONE, &mut st.ybar[..n]);
-        let fake = &st.x[half..];
-        game.disc.backward(pd, fake, &mut st.dws, n..2 * n, &st.ybar[..n], None, Some(&mut st.xbar));
-        game.gen.backward(pg, &st.z, &mut st.gws, 0..n, &st.xbar, Some(&mut out[lay.gen()]), None);
+        if !shared {
+            gen_loss_seeds(obj, game.disc.output_of(&st.dws, n..2 * n), inv_b, T::ONE, &mut st.ybar[..n]);
+            let fake = &st.x[half..];
+            let xbar = Some(&mut st.xbar[half..2 * half]);
+            game.disc.backward(pd, fake, &mut st.dws, n..2 * n, &st.ybar[..n], None, xbar);
+        }
+        game.gen.backward(pg, &st.z, &mut st.gws, 0..n, &st.xbar[half..2 * half], Some(&mut out[lay.gen()]), None);
     }
 }
 

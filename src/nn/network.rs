@@ -214,6 +214,17 @@ impl Network {
         v
     }
 
+    /// Multiply-adds of layer `l`'s product with its weight for one sample
+    /// (0 for a layer without parameters): every pass of a layer with
+    /// parameters is a few such products.
+    pub fn macs(&self, l: usize) -> u64 {
+        match self.geoms[l] {
+            Geom::Plain => 0,
+            Geom::Linear => (self.width_in(l) * self.width_out(l)) as u64,
+            Geom::Conv(g) | Geom::ConvT(g) => (g.weight_len() * g.oh * g.ow) as u64,
+        }
+    }
+
     /// The scratch one pass over `rows` samples needs (the convolutions' im2col buffers).
     fn scratch_len(&self, rows: usize) -> usize {
         self.geoms

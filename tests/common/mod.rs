@@ -99,3 +99,14 @@ pub fn coordinator(port: u16, steps: &str, min_workers: &str, out: &Path) -> Chi
         .spawn()
         .unwrap()
 }
+
+/// Asserts a bad-input failure: exit code 2 and one line of stderr holding every `needle`.
+pub fn assert_input_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "expected exit code 2, stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` not in: {}", lines[0]);
+    }
+}

@@ -174,20 +174,28 @@ impl StepOut {
     pub const SQ_GEN: u64 = 40;
 }
 
+/// Why the CUDA backend cannot run `setup`'s game (None: it can): today it
+/// runs MLPs on mixtures of Gaussians only.
+pub fn unsupported(setup: &Setup) -> Option<String> {
+    let game = &setup.game;
+    match setup.data.mixture() {
+        Some(_) if game.gen.is_mlp() && game.disc.is_mlp() => None,
+        _ => Some(format!(
+            "the CUDA backend runs MLPs on mixtures of Gaussians only for now ({}; conv, conv_t, reshape and \
+             flatten layers and image data run on the CPU)",
+            setup.data.describe()
+        )),
+    }
+}
+
 impl CudaBackend {
     /// Opens GPU `ordinal` and allocates every buffer for up to `setup.chunks` chunks.
     pub fn new(setup: &Setup, ordinal: usize) -> Result<CudaBackend> {
         let game = &setup.game;
-        let mixture = match setup.data.mixture() {
-            Some(m) if game.gen.is_mlp() && game.disc.is_mlp() => m,
-            _ => {
-                return Err(Error::input(format!(
-                    "the CUDA backend runs MLPs on mixtures of Gaussians only for now ({}; conv, conv_t, reshape \
-                     and flatten layers and image data run on the CPU); use --backend cpu",
-                    setup.data.describe()
-                )))
-            }
-        };
+        if let Some(why) = unsupported(setup) {
+            return Err(Error::input(format!("{why}; use --backend cpu")));
+        }
+        let mixture = setup.data.mixture().expect("checked by unsupported");
         check_device(ordinal)?;
         let (n, k) = (setup.chunk, setup.chunks);
         let rows = k * 2 * n;
