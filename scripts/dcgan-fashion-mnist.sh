@@ -22,6 +22,8 @@ for pair in "0.5 0.05" "0.01 0.001"; do
   run "trial-eta$2" --set "train.eta=$2" --steps 1000 &
   wait
 done
+# The non-saturating objective at the mixtures' eta (it collapses too).
+run trial-nsgan-eta0.5 --set train.eta=0.5 --set train.objective=nsgan --steps 1000
 # The full runs: the shipped eta against eta = 0.
 run shipped &
 run eta0 --set train.eta=0 &

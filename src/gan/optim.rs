@@ -68,25 +68,31 @@ impl Optimizer {
     }
 
     /// One update of `p` with gradient `g` (of the player's objective).
+    /// Elementwise, so splitting it over threads (blocks of `PIECE`) changes no bit.
     pub fn step(&mut self, p: &mut [f32], g: &[f32]) {
+        use rayon::prelude::*;
+        const PIECE: usize = 1 << 15;
         assert_eq!(p.len(), g.len());
         let [a, b] = self.coefficients();
         self.t += 1;
         match self.kind {
-            OptimizerKind::Sgd => {
+            OptimizerKind::Sgd => p.par_chunks_mut(PIECE).zip(g.par_chunks(PIECE)).for_each(|(p, g)| {
                 for (p, &g) in p.iter_mut().zip(g) {
                     *p -= a * g;
                 }
-            }
+            }),
             OptimizerKind::Adam => {
                 let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
                 let (step_size, inv_sqrt_bc2) = (a, b);
                 let eps = self.eps as f32;
-                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    *p -= step_size * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
-                }
+                let (m, v) = (self.m.par_chunks_mut(PIECE), self.v.par_chunks_mut(PIECE));
+                p.par_chunks_mut(PIECE).zip(g.par_chunks(PIECE)).zip(m).zip(v).for_each(|(((p, g), m), v)| {
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        *p -= step_size * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+                    }
+                });
             }
         }
     }

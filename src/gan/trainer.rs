@@ -593,7 +593,7 @@ impl Trainer {
     }
 
     fn finite(&self) -> bool {
-        self.grad_disc.iter().chain(&self.grad_gen).chain(&self.stats).all(|v| v.is_finite())
+        all_finite(&self.grad_disc) && all_finite(&self.grad_gen) && all_finite(&self.stats)
     }
 
     /// One training step.  A step with a non-finite value changes nothing
@@ -655,7 +655,7 @@ impl Trainer {
             self.meters.step.record(started.elapsed().as_secs_f64());
             return self.finish_step(rep);
         }
-        if !self.state.gen.iter().chain(&self.state.disc).all(|v| v.is_finite()) {
+        if !(all_finite(&self.state.gen) && all_finite(&self.state.disc)) {
             return Err(Error::runtime(format!(
                 "training diverged: the parameters became non-finite at step {} (from finite gradients: the \
                  learning rate is too large); lower optimizer.lr and resume from the last checkpoint or start again",
@@ -811,9 +811,31 @@ pub fn reduce_rows_in(partials: &[f32], stride: usize, rows: &[usize], range: st
     });
 }
 
-/// Σ v² in f64 (for the step's report).  Twin of kernels/reduce.cu's `step_report`.
+/// Whether every value of `v` is finite (split over threads).
+pub fn all_finite(v: &[f32]) -> bool {
+    use rayon::prelude::*;
+    v.par_chunks(1 << 15).all(|c| c.iter().all(|x| x.is_finite()))
+}
+
+/// Σ v² in f64 (for the step's report): blocks of 2^15 values summed over
+/// threads, then the blocks' sums added in order, so the bits do not depend
+/// on the thread count.  Twin of kernels/reduce.cu's `step_report` (to 1e-12).
 pub fn sum_sq(v: &[f32]) -> f64 {
-    v.iter().map(|&x| (x as f64) * (x as f64)).sum()
+    use rayon::prelude::*;
+    const BLOCK: usize = 1 << 15;
+    let block = |c: &[f32]| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+    let n = v.len().div_ceil(BLOCK);
+    // The blocks' sums on the stack (no allocation per step) up to 8 M values.
+    let mut small = [0.0f64; 256];
+    let mut large = Vec::new();
+    let sums: &mut [f64] = if n <= small.len() {
+        &mut small[..n]
+    } else {
+        large.resize(n, 0.0);
+        &mut large
+    };
+    sums.par_iter_mut().zip(v.par_chunks(BLOCK)).for_each(|(s, c)| *s = block(c));
+    sums.iter().sum()
 }
 
 #[cfg(test)]
