@@ -6,7 +6,6 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::checkpoint;
-use crate::data::Mixture;
 use crate::error::{Error, Result};
 use crate::eval;
 
@@ -41,7 +40,7 @@ pub fn run_sample(ckpt: &Path, n: usize, out: &Path, seed: Option<u64>) -> Resul
     let l = checkpoint::load(ckpt)?;
     let gen = &l.game.gen;
     let shape = gen.output_shape();
-    let points = shape == crate::nn::Shape::flat(2);
+    let points = l.config.data.kind.is_mixture();
     if ext == "csv" && !points {
         return Err(Error::input(format!(
             "--out {}: CSV holds 2-D points, but this generator makes {shape} samples; use .png or .npy",
@@ -52,16 +51,7 @@ pub fn run_sample(ckpt: &Path, n: usize, out: &Path, seed: Option<u64>) -> Resul
     match ext.as_str() {
         "npy" if shape.is_flat() => crate::npy::write_f32(out, &samples, &[n, shape.c]),
         "npy" => crate::npy::write_f32(out, &samples, &[n, shape.c, shape.h, shape.w]),
-        "png" if points => {
-            let data = Mixture::from_config(&l.config.data);
-            let centres: Vec<[f32; 2]> = data.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
-            let pts: Vec<[f32; 2]> = samples.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
-            crate::plot::scatter_with_modes(out, &pts, &centres, (3.0 * data.std) as f32)
-        }
-        "png" => {
-            let cols = (n as f64).sqrt().ceil() as usize;
-            crate::plot::image_grid(out, &samples, shape, cols, eval::images::GRID_ZOOM)
-        }
+        "png" => eval::draw(&l.config.data, &samples, shape, out),
         _ => {
             let mut s = String::from("x,y\n");
             for p in samples.chunks_exact(2) {

@@ -49,7 +49,14 @@ pub struct MixtureJudge {
 
 impl MixtureJudge {
     fn points(&self, gen: &Network, p: &[f32], seed: u64, step: u64) -> Vec<[f32; 2]> {
-        generate(gen, p, self.samples, seed, step).chunks_exact(2).map(|c| [c[0], c[1]]).collect()
+        to_points(&generate(gen, p, self.samples, seed, step))
+    }
+
+    /// A scatter plot of `samples` (x, y pairs) with the modes marked.
+    fn scatter(&self, samples: &[f32], path: &Path) -> Result<()> {
+        let m = &self.mixture;
+        let centres: Vec<[f32; 2]> = m.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
+        crate::plot::scatter_with_modes(path, &to_points(samples), &centres, (3.0 * m.std) as f32)
     }
 }
 
@@ -65,10 +72,25 @@ impl Judge for MixtureJudge {
     }
 
     fn picture(&self, gen: &Network, p: &[f32], seed: u64, step: u64, path: &Path) -> Result<()> {
-        let m = &self.mixture;
-        let centres: Vec<[f32; 2]> = m.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
-        crate::plot::scatter_with_modes(path, &self.points(gen, p, seed, step), &centres, (3.0 * m.std) as f32)
+        self.scatter(&generate(gen, p, self.samples, seed, step), path)
     }
+}
+
+/// Draws `samples` (of `shape`) of the data `cfg` describes as a PNG at
+/// `path`, without loading the dataset: a mixture's points as a scatter plot
+/// with its modes marked, images as a grid (as square as it gets).
+pub fn draw(cfg: &crate::config::DataConfig, samples: &[f32], shape: crate::nn::Shape, path: &Path) -> Result<()> {
+    if cfg.kind.is_mixture() {
+        let judge = MixtureJudge { mixture: Mixture::from_config(cfg), samples: 0 };
+        return judge.scatter(samples, path);
+    }
+    let n = samples.len() / shape.len().max(1);
+    let cols = (n as f64).sqrt().ceil() as usize;
+    crate::plot::image_grid(path, samples, shape, cols, images::GRID_ZOOM)
+}
+
+fn to_points(flat: &[f32]) -> Vec<[f32; 2]> {
+    flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect()
 }
 
 /// `n` real samples of `data` (the first of epoch 0), flat.

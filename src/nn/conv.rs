@@ -17,12 +17,12 @@
 //! moves the GEMM's other side to or from NCHW
 //! (`cargo run --release --example conv_bench` measures the choices).
 //!
-//! `Conv` (PyTorch `Conv2d`) and `ConvT` (PyTorch `ConvTranspose2d`) are the
-//! layers, with the four passes of `layer.rs` (forward, backward, jvp,
-//! jvp_backward) and a trailing caller-provided scratch (at least
+//! `Conv` is the layer (PyTorch `Conv2d`, or with `transposed`
+//! `ConvTranspose2d`), with the four passes of `layer.rs` (forward, backward,
+//! jvp, jvp_backward) and a trailing caller-provided scratch (at least
 //! `scratch_len(rows)` values), so that nothing is allocated per call except
-//! what the `gemm` crate allocates internally.  A `ConvT` is the adjoint of
-//! an ordinary convolution: its forward is that convolution's
+//! what the `gemm` crate allocates internally.  A transposed convolution is
+//! the adjoint of an ordinary one: its forward is that convolution's
 //! `backward_data`, its dx that convolution's `forward`, and its dW the
 //! convolution's `backward_filter` with the roles of x and dy swapped.
 
@@ -604,25 +604,47 @@ pub fn channel_sums<T: Float>(rows: usize, channels: usize, plane: usize, dy: &[
 }
 
 /// A convolution layer's view of its parameters, PyTorch's
-/// `Conv2d(g.ci, g.co, g.k, g.s, g.p)`: weight `[co, ci, k, k]`, bias `[co]`.
-/// For y = conv(x, W) + b and direction (V, c): ẏ = conv(ẋ, W) + conv(x, V) + c,
-/// so x̄ = convᵀ(ȳ, W) + convᵀ(ẏ̄, V) and ẋ̄ = convᵀ(ẏ̄, W).
+/// `Conv2d(g.ci, g.co, g.k, g.s, g.p)` (weight `[co, ci, k, k]`, bias `[co]`),
+/// or with `transposed` its `ConvTranspose2d(g.co, g.ci, g.k, g.s, g.p)`
+/// (output_padding 0; weight `[in, out, k, k]` = `[co, ci, k, k]` of `g`,
+/// bias `[out]` = `[ci]`), where `g` (from `convt_geom`) is the ordinary
+/// convolution from this layer's output to its input.
+///
+/// Either way the layer is a linear map A(x, W) plus a bias: A = conv_g for
+/// Conv and A = convᵀ_g for ConvT, with Aᵀ the other one and the weight's
+/// adjoint `backward_filter_g` (its arguments swapped for ConvT).  For
+/// y = A(x, W) + b and direction (V, c): ẏ = A(ẋ, W) + A(x, V) + c, so
+/// x̄ = Aᵀ(ȳ, W) + Aᵀ(ẏ̄, V) and ẋ̄ = Aᵀ(ẏ̄, W): the four passes below are
+/// written once for both.
 #[derive(Clone, Copy)]
 pub struct Conv<'a, T> {
+    /// The weight (`[co, ci, k, k]` of `g`).
     pub w: &'a [T],
+    /// The bias, one value per output channel of the layer.
     pub b: &'a [T],
+    /// The ordinary convolution (for ConvT: from the layer's output to its input).
     pub g: ConvGeom,
+    /// A transposed convolution (PyTorch `ConvTranspose2d`).
+    pub transposed: bool,
 }
 
 impl<'a, T: Float> Conv<'a, T> {
-    /// Values per input sample (ci·h·w).
+    /// Values per input sample.
     pub fn in_len(&self) -> usize {
-        self.g.in_len()
+        if self.transposed {
+            self.g.out_len()
+        } else {
+            self.g.in_len()
+        }
     }
 
-    /// Values per output sample (co·oh·ow).
+    /// Values per output sample.
     pub fn out_len(&self) -> usize {
-        self.g.out_len()
+        if self.transposed {
+            self.g.in_len()
+        } else {
+            self.g.out_len()
+        }
     }
 
     /// The scratch every pass needs for chunks of up to `rows` samples.
@@ -630,14 +652,44 @@ impl<'a, T: Float> Conv<'a, T> {
         self.g.scratch_len(rows)
     }
 
-    /// y = conv(x, W) + b.
-    pub fn forward(&self, rows: usize, x: &[T], y: &mut [T], scratch: &mut [T]) {
-        set_channel_bias(rows, self.g.co, self.g.plane(), self.b, y);
-        self.g.forward(rows, x, self.w, y, true, scratch);
+    /// The output's (channels, values per channel), where the bias goes.
+    fn bias_planes(&self) -> (usize, usize) {
+        if self.transposed {
+            (self.g.ci, self.g.h * self.g.w)
+        } else {
+            (self.g.co, self.g.plane())
+        }
     }
 
-    /// dW = backward_filter(x, dy), db = Σ dy per channel (written, not
-    /// accumulated); dx = convᵀ(dy, W) when asked for.
+    /// y (+)= A(x, w).
+    #[allow(clippy::too_many_arguments)]
+    fn apply(&self, rows: usize, x: &[T], w: &[T], y: &mut [T], accumulate: bool, scratch: &mut [T]) {
+        if self.transposed {
+            self.g.backward_data(rows, x, w, y, accumulate, scratch)
+        } else {
+            self.g.forward(rows, x, w, y, accumulate, scratch)
+        }
+    }
+
+    /// dx (+)= Aᵀ(dy, w).
+    #[allow(clippy::too_many_arguments)]
+    fn adjoint(&self, rows: usize, dy: &[T], w: &[T], dx: &mut [T], accumulate: bool, scratch: &mut [T]) {
+        if self.transposed {
+            self.g.forward(rows, dy, w, dx, accumulate, scratch)
+        } else {
+            self.g.backward_data(rows, dy, w, dx, accumulate, scratch)
+        }
+    }
+
+    /// y = A(x, W) + b.
+    pub fn forward(&self, rows: usize, x: &[T], y: &mut [T], scratch: &mut [T]) {
+        let (c, plane) = self.bias_planes();
+        set_channel_bias(rows, c, plane, self.b, y);
+        self.apply(rows, x, self.w, y, true, scratch);
+    }
+
+    /// dW = the weight's adjoint of (x, dy), db = Σ dy per channel (written,
+    /// not accumulated); dx = Aᵀ(dy, W) when asked for.
     pub fn backward(
         &self,
         rows: usize,
@@ -648,24 +700,28 @@ impl<'a, T: Float> Conv<'a, T> {
         scratch: &mut [T],
     ) {
         if let Some((dw, db)) = grads {
-            self.g.backward_filter(rows, x, dy, dw, false, scratch);
-            self.g.bias_backward(rows, dy, db);
+            // The convolution's input is this layer's output for ConvT.
+            let (input, output) = if self.transposed { (dy, x) } else { (x, dy) };
+            self.g.backward_filter(rows, input, output, dw, false, scratch);
+            let (c, plane) = self.bias_planes();
+            channel_sums(rows, c, plane, dy, db);
         }
         if let Some(dx) = dx {
-            self.g.backward_data(rows, dy, self.w, dx, false, scratch);
+            self.adjoint(rows, dy, self.w, dx, false, scratch);
         }
     }
 
-    /// ẏ = conv(ẋ, W) + conv(x, V) + c for the direction `dir` = (V, c) (ẋ = 0 when None).
+    /// ẏ = A(ẋ, W) + A(x, V) + c for the direction `dir` = (V, c) (ẋ = 0 when None).
     pub fn jvp(&self, dir: &Conv<T>, rows: usize, x: &[T], xdot: Option<&[T]>, ydot: &mut [T], scratch: &mut [T]) {
-        set_channel_bias(rows, self.g.co, self.g.plane(), dir.b, ydot);
-        self.g.forward(rows, x, dir.w, ydot, true, scratch);
+        let (c, plane) = self.bias_planes();
+        set_channel_bias(rows, c, plane, dir.b, ydot);
+        self.apply(rows, x, dir.w, ydot, true, scratch);
         if let Some(xdot) = xdot {
-            self.g.forward(rows, xdot, self.w, ydot, true, scratch);
+            self.apply(rows, xdot, self.w, ydot, true, scratch);
         }
     }
 
-    /// x̄ = convᵀ(ȳ, W) + convᵀ(ẏ̄, V); ẋ̄ = convᵀ(ẏ̄, W) when asked for.
+    /// x̄ = Aᵀ(ȳ, W) + Aᵀ(ẏ̄, V); ẋ̄ = Aᵀ(ẏ̄, W) when asked for.
     #[allow(clippy::too_many_arguments)]
     pub fn jvp_backward(
         &self,
@@ -677,98 +733,10 @@ impl<'a, T: Float> Conv<'a, T> {
         xdotbar: Option<&mut [T]>,
         scratch: &mut [T],
     ) {
-        self.g.backward_data(rows, ybar, self.w, xbar, false, scratch);
-        self.g.backward_data(rows, ydotbar, dir.w, xbar, true, scratch);
+        self.adjoint(rows, ybar, self.w, xbar, false, scratch);
+        self.adjoint(rows, ydotbar, dir.w, xbar, true, scratch);
         if let Some(xdotbar) = xdotbar {
-            self.g.backward_data(rows, ydotbar, self.w, xdotbar, false, scratch);
-        }
-    }
-}
-
-/// A transposed-convolution layer's view of its parameters, PyTorch's
-/// `ConvTranspose2d(g.co, g.ci, g.k, g.s, g.p)` (output_padding 0): weight
-/// `[in, out, k, k]`, bias `[out]`.  `g` (from `convt_geom`) is the ordinary
-/// convolution from this layer's output (out×H×W) to its input (in×h×w), so
-/// y = convᵀ_g(x, W) + b, dx = conv_g(dy, W) and dW = backward_filter_g(dy, x).
-#[derive(Clone, Copy)]
-pub struct ConvT<'a, T> {
-    pub w: &'a [T],
-    pub b: &'a [T],
-    pub g: ConvGeom,
-}
-
-impl<'a, T: Float> ConvT<'a, T> {
-    /// Values per input sample (in·h·w, the convolution's output).
-    pub fn in_len(&self) -> usize {
-        self.g.out_len()
-    }
-
-    /// Values per output sample (out·H·W, the convolution's input).
-    pub fn out_len(&self) -> usize {
-        self.g.in_len()
-    }
-
-    /// The scratch every pass needs for chunks of up to `rows` samples.
-    pub fn scratch_len(&self, rows: usize) -> usize {
-        self.g.scratch_len(rows)
-    }
-
-    fn set_bias(&self, rows: usize, b: &[T], y: &mut [T]) {
-        set_channel_bias(rows, self.g.ci, self.g.h * self.g.w, b, y);
-    }
-
-    /// y = convᵀ(x, W) + b.
-    pub fn forward(&self, rows: usize, x: &[T], y: &mut [T], scratch: &mut [T]) {
-        self.set_bias(rows, self.b, y);
-        self.g.backward_data(rows, x, self.w, y, true, scratch);
-    }
-
-    /// dW = backward_filter(dy, x) (the convolution's input is this layer's
-    /// output), db = Σ dy per channel (written, not accumulated); dx = conv(dy, W)
-    /// when asked for.
-    pub fn backward(
-        &self,
-        rows: usize,
-        x: &[T],
-        dy: &[T],
-        grads: Option<(&mut [T], &mut [T])>,
-        dx: Option<&mut [T]>,
-        scratch: &mut [T],
-    ) {
-        if let Some((dw, db)) = grads {
-            self.g.backward_filter(rows, dy, x, dw, false, scratch);
-            channel_sums(rows, self.g.ci, self.g.h * self.g.w, dy, db);
-        }
-        if let Some(dx) = dx {
-            self.g.forward(rows, dy, self.w, dx, false, scratch);
-        }
-    }
-
-    /// ẏ = convᵀ(ẋ, W) + convᵀ(x, V) + c for the direction `dir` = (V, c) (ẋ = 0 when None).
-    pub fn jvp(&self, dir: &ConvT<T>, rows: usize, x: &[T], xdot: Option<&[T]>, ydot: &mut [T], scratch: &mut [T]) {
-        self.set_bias(rows, dir.b, ydot);
-        self.g.backward_data(rows, x, dir.w, ydot, true, scratch);
-        if let Some(xdot) = xdot {
-            self.g.backward_data(rows, xdot, self.w, ydot, true, scratch);
-        }
-    }
-
-    /// x̄ = conv(ȳ, W) + conv(ẏ̄, V); ẋ̄ = conv(ẏ̄, W) when asked for.
-    #[allow(clippy::too_many_arguments)]
-    pub fn jvp_backward(
-        &self,
-        dir: &ConvT<T>,
-        rows: usize,
-        ybar: &[T],
-        ydotbar: &[T],
-        xbar: &mut [T],
-        xdotbar: Option<&mut [T]>,
-        scratch: &mut [T],
-    ) {
-        self.g.forward(rows, ybar, self.w, xbar, false, scratch);
-        self.g.forward(rows, ydotbar, dir.w, xbar, true, scratch);
-        if let Some(xdotbar) = xdotbar {
-            self.g.forward(rows, ydotbar, self.w, xdotbar, false, scratch);
+            self.adjoint(rows, ydotbar, self.w, xdotbar, false, scratch);
         }
     }
 }
@@ -953,7 +921,7 @@ mod tests {
             *v += b[(i / g.plane()) % g.co];
         }
         let mut y = vec![f64::NAN; rows * g.out_len()];
-        Conv { w: &w, b: &b, g }.forward(rows, &x, &mut y, &mut scratch(&g, rows));
+        Conv { w: &w, b: &b, g, transposed: false }.forward(rows, &x, &mut y, &mut scratch(&g, rows));
         assert!(rel_err(&y, &want) < 1e-13);
         // bias_forward adds the same
         let mut y2 = naive_conv(&g, rows, &x, &w);
@@ -991,7 +959,7 @@ mod tests {
                                 let b = vec![0.0; out_c];
                                 let (want, bh, bw) = naive_convt((in_c, h, w, out_c, k, s, p), rows, &x, &wt);
                                 assert_eq!((bh, bw), (g.h, g.w));
-                                let layer = ConvT { w: &wt, b: &b, g };
+                                let layer = Conv { w: &wt, b: &b, g, transposed: true };
                                 let mut y = vec![f64::NAN; rows * layer.out_len()];
                                 layer.forward(rows, &x, &mut y, &mut scratch(&g, rows));
                                 assert!(rel_err(&y, &want) < 1e-13, "{g:?} rows {rows}");
@@ -1171,6 +1139,10 @@ mod tests {
             self.rows * if self.transposed { self.g.in_len() } else { self.g.out_len() }
         }
 
+        fn layer<'a>(&self, w: &'a [f64], b: &'a [f64]) -> Conv<'a, f64> {
+            Conv { w, b, g: self.g, transposed: self.transposed }
+        }
+
         fn b_len(&self) -> usize {
             if self.transposed {
                 self.g.ci
@@ -1180,13 +1152,9 @@ mod tests {
         }
 
         fn forward(&self, w: &[f64], b: &[f64], x: &[f64]) -> Vec<f64> {
-            let (g, rows, sc) = (self.g, self.rows, &mut scratch(&self.g, self.rows));
+            let (rows, sc) = (self.rows, &mut scratch(&self.g, self.rows));
             let mut y = vec![f64::NAN; self.out_len()];
-            if self.transposed {
-                ConvT { w, b, g }.forward(rows, x, &mut y, sc)
-            } else {
-                Conv { w, b, g }.forward(rows, x, &mut y, sc)
-            }
+            self.layer(w, b).forward(rows, x, &mut y, sc);
             y
         }
 
@@ -1196,53 +1164,34 @@ mod tests {
             let mut dw = vec![f64::NAN; g.weight_len()];
             let mut db = vec![f64::NAN; self.b_len()];
             let mut dx = vec![f64::NAN; self.in_len()];
-            if self.transposed {
-                ConvT { w, b, g }.backward(rows, x, dy, Some((&mut dw, &mut db)), Some(&mut dx), sc)
-            } else {
-                Conv { w, b, g }.backward(rows, x, dy, Some((&mut dw, &mut db)), Some(&mut dx), sc)
-            }
+            self.layer(w, b).backward(rows, x, dy, Some((&mut dw, &mut db)), Some(&mut dx), sc);
             // each half alone gives the same
             let (mut dw2, mut db2, mut dx2) = (dw.clone(), db.clone(), dx.clone());
-            if self.transposed {
-                ConvT { w, b, g }.backward(rows, x, dy, Some((&mut dw2, &mut db2)), None, sc);
-                ConvT { w, b, g }.backward(rows, x, dy, None, Some(&mut dx2), sc);
-            } else {
-                Conv { w, b, g }.backward(rows, x, dy, Some((&mut dw2, &mut db2)), None, sc);
-                Conv { w, b, g }.backward(rows, x, dy, None, Some(&mut dx2), sc);
-            }
+            self.layer(w, b).backward(rows, x, dy, Some((&mut dw2, &mut db2)), None, sc);
+            self.layer(w, b).backward(rows, x, dy, None, Some(&mut dx2), sc);
             assert_eq!((&dw, &db, &dx), (&dw2, &db2, &dx2));
             (dw, db, dx)
         }
 
         #[allow(clippy::too_many_arguments)]
         fn jvp(&self, w: &[f64], b: &[f64], v: &[f64], c: &[f64], x: &[f64], xdot: Option<&[f64]>) -> Vec<f64> {
-            let (g, rows, sc) = (self.g, self.rows, &mut scratch(&self.g, self.rows));
+            let (rows, sc) = (self.rows, &mut scratch(&self.g, self.rows));
             let mut ydot = vec![f64::NAN; self.out_len()];
-            if self.transposed {
-                ConvT { w, b, g }.jvp(&ConvT { w: v, b: c, g }, rows, x, xdot, &mut ydot, sc)
-            } else {
-                Conv { w, b, g }.jvp(&Conv { w: v, b: c, g }, rows, x, xdot, &mut ydot, sc)
-            }
+            self.layer(w, b).jvp(&self.layer(v, c), rows, x, xdot, &mut ydot, sc);
             ydot
         }
     }
 
     /// The layer's own jvp_backward (and a check that leaving out ẋ̄ does not change x̄).
     fn jvp_backward(case: &Case, w: &[f64], v: &[f64], ybar: &[f64], ydotbar: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (g, rows, sc) = (case.g, case.rows, &mut scratch(&case.g, case.rows));
+        let (rows, sc) = (case.rows, &mut scratch(&case.g, case.rows));
         let (b, c) = (vec![f64::NAN; case.b_len()], vec![f64::NAN; case.b_len()]);
         let mut xbar = vec![f64::NAN; case.in_len()];
         let mut xdotbar = vec![f64::NAN; case.in_len()];
         let mut xbar2 = vec![f64::NAN; case.in_len()];
-        if case.transposed {
-            let (l, d) = (ConvT { w, b: &b, g }, ConvT { w: v, b: &c, g });
-            l.jvp_backward(&d, rows, ybar, ydotbar, &mut xbar, Some(&mut xdotbar), sc);
-            l.jvp_backward(&d, rows, ybar, ydotbar, &mut xbar2, None, sc);
-        } else {
-            let (l, d) = (Conv { w, b: &b, g }, Conv { w: v, b: &c, g });
-            l.jvp_backward(&d, rows, ybar, ydotbar, &mut xbar, Some(&mut xdotbar), sc);
-            l.jvp_backward(&d, rows, ybar, ydotbar, &mut xbar2, None, sc);
-        }
+        let (l, d) = (case.layer(w, &b), case.layer(v, &c));
+        l.jvp_backward(&d, rows, ybar, ydotbar, &mut xbar, Some(&mut xdotbar), sc);
+        l.jvp_backward(&d, rows, ybar, ydotbar, &mut xbar2, None, sc);
         assert_eq!(xbar, xbar2);
         (xbar, xdotbar)
     }

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::conv::{self, Conv, ConvGeom, ConvT};
+use super::conv::{self, Conv, ConvGeom};
 use super::float::Float;
 use super::layer::{LayerSpec, Linear};
 use super::shape::Shape;
@@ -191,8 +191,8 @@ impl Network {
         match self.geoms[l] {
             Geom::Plain => Op::Plain,
             Geom::Linear => Op::Linear(Linear { w, b, inp: self.width_in(l), out: self.width_out(l) }),
-            Geom::Conv(g) => Op::Conv(Conv { w, b, g }),
-            Geom::ConvT(g) => Op::ConvT(ConvT { w, b, g }),
+            Geom::Conv(g) => Op::Conv(Conv { w, b, g, transposed: false }),
+            Geom::ConvT(g) => Op::Conv(Conv { w, b, g, transposed: true }),
         }
     }
 
@@ -248,7 +248,6 @@ impl Network {
             match (self.op(l, p), self.layers[l]) {
                 (Op::Linear(lin), _) => lin.forward(rows, inp, y),
                 (Op::Conv(c), _) => c.forward(rows, inp, y, &mut ws.scratch),
-                (Op::ConvT(c), _) => c.forward(rows, inp, y, &mut ws.scratch),
                 (Op::Plain, LayerSpec::Act(a)) => a.forward(inp, y),
                 (Op::Plain, _) => y.copy_from_slice(inp),
             }
@@ -290,7 +289,6 @@ impl Network {
             match (self.op(l, p), self.layers[l]) {
                 (Op::Linear(lin), _) => lin.backward(n, inp, g, pg, gx),
                 (Op::Conv(c), _) => c.backward(n, inp, g, pg, gx, &mut ws.scratch),
-                (Op::ConvT(c), _) => c.backward(n, inp, g, pg, gx, &mut ws.scratch),
                 (Op::Plain, LayerSpec::Act(a)) => {
                     if let Some(gx) = gx {
                         a.backward(inp, g, gx)
@@ -334,10 +332,6 @@ impl Network {
                     true
                 }
                 (Op::Conv(c), Op::Conv(d), _) => {
-                    c.jvp(&d, n, inp, tin, tout, &mut ws.scratch);
-                    true
-                }
-                (Op::ConvT(c), Op::ConvT(d), _) => {
                     c.jvp(&d, n, inp, tin, tout, &mut ws.scratch);
                     true
                 }
@@ -395,7 +389,6 @@ impl Network {
             match (self.op(l, p), self.op(l, dir), self.layers[l]) {
                 (Op::Linear(lin), Op::Linear(d), _) => lin.jvp_backward(&d, n, yb, tb, xb, want_tan),
                 (Op::Conv(c), Op::Conv(d), _) => c.jvp_backward(&d, n, yb, tb, xb, want_tan, sc),
-                (Op::ConvT(c), Op::ConvT(d), _) => c.jvp_backward(&d, n, yb, tb, xb, want_tan, sc),
                 (_, _, LayerSpec::Act(a)) => {
                     if out_some {
                         a.jvp_backward(inp, tin, yb, tb, xb, want_tan);
@@ -428,8 +421,8 @@ impl Network {
 enum Op<'a, T> {
     Plain,
     Linear(Linear<'a, T>),
+    /// Conv2d or ConvTranspose2d.
     Conv(Conv<'a, T>),
-    ConvT(ConvT<'a, T>),
 }
 
 /// The tangent of layer `l`'s input (its first `len` values): the network's
