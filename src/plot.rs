@@ -82,6 +82,13 @@ impl Canvas {
         canvas
     }
 
+    /// A canvas holding `pixels` (RGB, row-major, `width × height × 3`
+    /// bytes) as they are, mapping [0, width) × [0, height) (y up).
+    pub fn from_pixels(width: u32, height: u32, pixels: Vec<u8>) -> Canvas {
+        assert_eq!(pixels.len(), width as usize * height as usize * 3, "Canvas::from_pixels: wrong size");
+        Canvas { width, height, x_range: (0.0, width as f64), y_range: (0.0, height as f64), pixels }
+    }
+
     pub fn width(&self) -> u32 {
         self.width
     }
@@ -401,17 +408,7 @@ pub fn image_grid(path: &Path, images: &[f32], shape: crate::nn::Shape, cols: us
             }
         }
     }
-    let mut bytes = Vec::new();
-    let enc = |bytes: &mut Vec<u8>| -> std::result::Result<(), png::EncodingError> {
-        let mut e = png::Encoder::new(bytes, width as u32, height as u32);
-        e.set_color(png::ColorType::Rgb);
-        e.set_depth(png::BitDepth::Eight);
-        let mut wr = e.write_header()?;
-        wr.write_image_data(&px)?;
-        wr.finish()
-    };
-    enc(&mut bytes).map_err(|e| Error::io(path, "encode PNG", std::io::Error::other(e.to_string())))?;
-    crate::fsutil::write_atomic(path, &bytes)
+    Canvas::from_pixels(width as u32, height as u32, px).save_png(path)
 }
 
 #[cfg(test)]

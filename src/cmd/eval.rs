@@ -18,7 +18,8 @@ pub fn run_eval(ckpt: &Path, n: Option<usize>) -> Result<serde_json::Value> {
     }
     let data = crate::data::open(&l.config.data)?;
     let judge = eval::judge_for(data, n);
-    let sc = judge.score(&l.game.gen, &l.state.gen, l.config.train.seed, l.state.step)?;
+    let sc =
+        judge.evaluate(&l.game.gen, &l.state.gen, l.config.train.seed, l.state.step, true, None)?.unwrap_or_default();
     let mut v = json!({ "checkpoint": ckpt.display().to_string(), "config": l.config.name, "step": l.state.step });
     for (k, x) in sc {
         v[k] = x;

@@ -290,8 +290,10 @@ fn train_loop(
             t.sync()?;
         }
         let (gen, p, seed) = (&t.game.gen, &t.state.gen, cfg.train.seed);
-        if eval_now {
-            let sc = judge.score(gen, p, seed, step)?;
+        let picture = plot_now.then(|| run_dir.join("samples").join(format!("step-{step:07}.png")));
+        let scores = judge.evaluate(gen, p, seed, step, eval_now, picture.as_deref())?;
+        last_picture = picture.or(last_picture);
+        if let Some(sc) = scores {
             if let Some(l) = line.as_mut() {
                 l["scores"] = serde_json::Value::Object(sc.clone());
             }
@@ -300,11 +302,6 @@ fn train_loop(
                 eprintln!("lockstep: step {step}/{total}  {sps:.1} steps/s  V {:.4}  {scores_msg}", rep.value);
             }
             last_scores = Some(sc);
-        }
-        if plot_now {
-            let path = run_dir.join("samples").join(format!("step-{step:07}.png"));
-            judge.picture(gen, p, seed, step, &path)?;
-            last_picture = Some(path);
         }
         if log_now || eval_now {
             bar.set_message(format!(
@@ -345,7 +342,7 @@ fn train_loop(
     }
     let sc = match last_scores {
         Some(s) => s,
-        None => judge.score(&t.game.gen, &t.state.gen, cfg.train.seed, total)?,
+        None => judge.evaluate(&t.game.gen, &t.state.gen, cfg.train.seed, total, true, None)?.unwrap_or_default(),
     };
     for (k, v) in sc {
         summary[k] = v;

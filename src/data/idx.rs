@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use flate2::bufread::MultiGzDecoder;
 
 use super::ImageSet;
-use crate::config::{DataKind, Split, FASHION_MNIST_DIR};
+use crate::config::{DataKind, Split};
 use crate::error::{Error, Result};
 use crate::nn::Shape;
 
@@ -107,11 +107,9 @@ pub fn fashion_mnist(dir: &Path, split: Split, pad: usize) -> Result<ImageSet> {
             labels_path.display()
         )));
     }
-    let at =
-        if dir == Path::new(FASHION_MNIST_DIR) { FASHION_MNIST_DIR.to_string() } else { dir.display().to_string() };
     ImageSet::new(
         DataKind::FashionMnist,
-        format!("fashion-mnist {} from {at}", split.name()),
+        format!("fashion-mnist {} from {}", split.name(), dir.display()),
         Shape::new(1, images.rows, images.cols),
         images.pixels,
         Some(labels),
@@ -226,6 +224,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use crate::config::FASHION_MNIST_DIR;
     use crate::data::testutil::TempDir;
     use crate::data::{Dataset, DrawKey};
 

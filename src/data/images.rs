@@ -99,16 +99,6 @@ impl ImageSet {
         self.image
     }
 
-    /// Pixels of background added on each side.
-    pub fn pad(&self) -> usize {
-        self.pad
-    }
-
-    /// `fashion-mnist` or `image-folder`.
-    pub fn kind(&self) -> DataKind {
-        self.kind
-    }
-
     /// Writes image `i` into `out` (`shape().len()` values): padded, in [-1, 1].
     pub fn write_sample(&self, i: usize, out: &mut [f32]) {
         let s = self.shape();
@@ -180,7 +170,7 @@ fn digest(kind: DataKind, image: Shape, pad: usize, count: usize, pixels: &[u8],
         }
         None => h.update([0u8]),
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    super::hex(&h.finalize())
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! counter-based generator so that sample i of a step is the same whoever
 //! draws it.
 
-use super::{Dataset, DrawKey, Fnv};
+use sha2::{Digest, Sha256};
+
+use super::{hex, Dataset, DrawKey};
 use crate::config::{DataConfig, DataKind};
 use crate::nn::Shape;
 use crate::rng::{box_muller, Stream};
@@ -75,13 +77,14 @@ impl Dataset for Mixture {
 
     fn digest(&self) -> String {
         // The centres and the std are the whole content.
-        let mut h = Fnv::default();
+        let mut h = Sha256::new();
+        h.update(b"lockstep mixture v1\0");
         for c in &self.centres {
-            h.add(&c[0].to_le_bytes());
-            h.add(&c[1].to_le_bytes());
+            h.update(c[0].to_le_bytes());
+            h.update(c[1].to_le_bytes());
         }
-        h.add(&self.std.to_le_bytes());
-        h.hex()
+        h.update(self.std.to_le_bytes());
+        hex(&h.finalize())
     }
 
     fn fill(&self, key: &DrawKey, first: u64, out: &mut [f32]) {

@@ -104,28 +104,9 @@ fn folder_dir(cfg: &DataConfig) -> Result<&Path> {
         .ok_or_else(|| Error::input("data.path: image-folder needs data.path = \"DIR\" (a folder of PNG files)"))
 }
 
-/// FNV-1a, 64-bit: a small digest for content that is not a file.
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    /// Feeds `bytes` in.
-    pub fn add(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    /// The digest so far, as 16 hex digits.
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
+/// Lowercase hex of a digest's bytes (the datasets' `digest`).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -24,19 +24,28 @@ pub struct ImageJudge {
 }
 
 impl Judge for ImageJudge {
-    fn score(&self, _gen: &Network, _p: &[f32], _seed: u64, _step: u64) -> Result<ScoreMap> {
-        let mut m = ScoreMap::new();
-        m.insert("dataset".into(), self.data.describe().into());
-        Ok(m)
+    fn evaluate(
+        &self,
+        gen: &Network,
+        p: &[f32],
+        seed: u64,
+        _step: u64,
+        score: bool,
+        picture: Option<&Path>,
+    ) -> Result<Option<ScoreMap>> {
+        if let Some(path) = picture {
+            let x = generate(gen, p, GRID, seed, GRID_KEY);
+            crate::plot::image_grid(path, &x, gen.output_shape(), GRID_COLS, GRID_ZOOM)?;
+        }
+        Ok(score.then(|| {
+            let mut m = ScoreMap::new();
+            m.insert("dataset".into(), self.data.describe().into());
+            m
+        }))
     }
 
     fn headline(&self, _scores: &ScoreMap) -> String {
         String::new()
-    }
-
-    fn picture(&self, gen: &Network, p: &[f32], seed: u64, _step: u64, path: &Path) -> Result<()> {
-        let x = generate(gen, p, GRID, seed, GRID_KEY);
-        crate::plot::image_grid(path, &x, gen.output_shape(), GRID_COLS, GRID_ZOOM)
     }
 
     fn start(&self, samples_dir: &Path, seed: u64) -> Result<()> {

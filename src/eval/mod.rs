@@ -19,12 +19,21 @@ pub type ScoreMap = serde_json::Map<String, serde_json::Value>;
 
 /// Scores and pictures of a generator for one kind of data.
 pub trait Judge: Send {
-    /// Scores of the generator `p` at training step `step` (samples keyed by it).
-    fn score(&self, gen: &Network, p: &[f32], seed: u64, step: u64) -> Result<ScoreMap>;
-    /// A few words for the progress bar from `score`'s result.
+    /// Judges the generator `p` at training step `step` (samples keyed by
+    /// it): its scores when `score` (else None), and a PNG of its samples at
+    /// `picture` when given, from the same samples where the kind draws
+    /// what it scores.
+    fn evaluate(
+        &self,
+        gen: &Network,
+        p: &[f32],
+        seed: u64,
+        step: u64,
+        score: bool,
+        picture: Option<&Path>,
+    ) -> Result<Option<ScoreMap>>;
+    /// A few words for the progress bar from `evaluate`'s scores.
     fn headline(&self, scores: &ScoreMap) -> String;
-    /// The generator's samples at `step` as a PNG at `path`.
-    fn picture(&self, gen: &Network, p: &[f32], seed: u64, step: u64, path: &Path) -> Result<()>;
     /// What a run draws once at its start, into its `samples/` folder (e.g. the real images).
     fn start(&self, _samples_dir: &Path, _seed: u64) -> Result<()> {
         Ok(())
@@ -47,32 +56,38 @@ pub struct MixtureJudge {
     pub samples: usize,
 }
 
-impl MixtureJudge {
-    fn points(&self, gen: &Network, p: &[f32], seed: u64, step: u64) -> Vec<[f32; 2]> {
-        to_points(&generate(gen, p, self.samples, seed, step))
-    }
-
-    /// A scatter plot of `samples` (x, y pairs) with the modes marked.
-    fn scatter(&self, samples: &[f32], path: &Path) -> Result<()> {
-        let m = &self.mixture;
-        let centres: Vec<[f32; 2]> = m.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
-        crate::plot::scatter_with_modes(path, &to_points(samples), &centres, (3.0 * m.std) as f32)
-    }
+/// A scatter plot of `samples` (x, y pairs) with `m`'s modes marked.
+fn scatter(m: &Mixture, samples: &[[f32; 2]], path: &Path) -> Result<()> {
+    let centres: Vec<[f32; 2]> = m.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
+    crate::plot::scatter_with_modes(path, samples, &centres, (3.0 * m.std) as f32)
 }
 
 impl Judge for MixtureJudge {
-    fn score(&self, gen: &Network, p: &[f32], seed: u64, step: u64) -> Result<ScoreMap> {
-        let sc = score(&self.mixture, &self.points(gen, p, seed, step));
-        Ok(serde_json::to_value(&sc).expect("scores serialize").as_object().expect("object").clone())
+    fn evaluate(
+        &self,
+        gen: &Network,
+        p: &[f32],
+        seed: u64,
+        step: u64,
+        want_score: bool,
+        picture: Option<&Path>,
+    ) -> Result<Option<ScoreMap>> {
+        if !want_score && picture.is_none() {
+            return Ok(None);
+        }
+        let points = to_points(&generate(gen, p, self.samples, seed, step));
+        if let Some(path) = picture {
+            scatter(&self.mixture, &points, path)?;
+        }
+        Ok(want_score.then(|| {
+            let sc = score(&self.mixture, &points);
+            serde_json::to_value(&sc).expect("scores serialize").as_object().expect("object").clone()
+        }))
     }
 
     fn headline(&self, s: &ScoreMap) -> String {
         let n = |k: &str| s.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         format!("modes {}/{}  hq {:.1}%", n("modes_covered"), n("modes_total"), 100.0 * n("high_quality_fraction"))
-    }
-
-    fn picture(&self, gen: &Network, p: &[f32], seed: u64, step: u64, path: &Path) -> Result<()> {
-        self.scatter(&generate(gen, p, self.samples, seed, step), path)
     }
 }
 
@@ -81,8 +96,7 @@ impl Judge for MixtureJudge {
 /// with its modes marked, images as a grid (as square as it gets).
 pub fn draw(cfg: &crate::config::DataConfig, samples: &[f32], shape: crate::nn::Shape, path: &Path) -> Result<()> {
     if cfg.kind.is_mixture() {
-        let judge = MixtureJudge { mixture: Mixture::from_config(cfg), samples: 0 };
-        return judge.scatter(samples, path);
+        return scatter(&Mixture::from_config(cfg), &to_points(samples), path);
     }
     let n = samples.len() / shape.len().max(1);
     let cols = (n as f64).sqrt().ceil() as usize;

@@ -59,14 +59,11 @@ pub fn game(cfg: &Config, data: Shape) -> Result<Game> {
     let gen = net("generator.layers", "generator", &cfg.generator.layers, Shape::flat(cfg.train.latent))?;
     if gen.output_shape() != data {
         return Err(Error::input(format!(
-            "key `generator.layers`: the generator's output is {} but the data's samples are {} ({}); make its \
-             last layers give {}",
+            "key `generator.layers`: the generator's output is {} but the data's samples are {} (data.kind {}); \
+             make its last layers give {}",
             gen.output_shape(),
             data,
-            serde_json::to_value(cfg.data.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(|s| format!("data.kind {s}")))
-                .unwrap_or_default(),
+            cfg.data.kind.name(),
             data
         )));
     }

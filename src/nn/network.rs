@@ -24,10 +24,12 @@ enum Geom {
     /// No parameters (activations, reshape, flatten).
     Plain,
     Linear,
-    /// The convolution itself.
-    Conv(ConvGeom),
-    /// The ordinary convolution from the layer's output to its input.
-    ConvT(ConvGeom),
+    /// A convolution (`conv::Conv`'s geometry; transposed: `conv_t`, whose
+    /// geometry is the ordinary convolution from its output to its input).
+    Conv {
+        g: ConvGeom,
+        transposed: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -77,11 +79,11 @@ impl Network {
                 }
                 LayerSpec::Conv { out, k, s, p } => {
                     let g = ConvGeom::new(sh.c, sh.h, sh.w, out, k, s, p).map_err(fail)?;
-                    (Shape::new(out, g.oh, g.ow), Geom::Conv(g), g.weight_len() + out)
+                    (Shape::new(out, g.oh, g.ow), Geom::Conv { g, transposed: false }, g.weight_len() + out)
                 }
                 LayerSpec::ConvT { out, k, s, p } => {
                     let g = conv::convt_geom(sh.c, sh.h, sh.w, out, k, s, p).map_err(fail)?;
-                    (Shape::new(out, g.h, g.w), Geom::ConvT(g), g.weight_len() + out)
+                    (Shape::new(out, g.h, g.w), Geom::Conv { g, transposed: true }, g.weight_len() + out)
                 }
                 LayerSpec::Reshape(to) => {
                     if to.len() != sh.len() {
@@ -173,8 +175,7 @@ impl Network {
         let o = self.offsets[l];
         match (self.geoms[l], self.layers[l]) {
             (Geom::Linear, LayerSpec::Linear { out }) => (o, out * self.width_in(l), out),
-            (Geom::Conv(g), _) => (o, g.weight_len(), g.co),
-            (Geom::ConvT(g), _) => (o, g.weight_len(), g.ci),
+            (Geom::Conv { g, transposed }, _) => (o, g.weight_len(), if transposed { g.ci } else { g.co }),
             _ => (o, 0, 0),
         }
     }
@@ -191,8 +192,7 @@ impl Network {
         match self.geoms[l] {
             Geom::Plain => Op::Plain,
             Geom::Linear => Op::Linear(Linear { w, b, inp: self.width_in(l), out: self.width_out(l) }),
-            Geom::Conv(g) => Op::Conv(Conv { w, b, g, transposed: false }),
-            Geom::ConvT(g) => Op::Conv(Conv { w, b, g, transposed: true }),
+            Geom::Conv { g, transposed } => Op::Conv(Conv { w, b, g, transposed }),
         }
     }
 
@@ -204,8 +204,7 @@ impl Network {
             let shape = match self.geoms[l] {
                 Geom::Plain => continue,
                 Geom::Linear => vec![self.width_out(l), self.width_in(l)],
-                Geom::Conv(g) => vec![g.co, g.ci, g.k, g.k],
-                Geom::ConvT(g) => vec![g.co, g.ci, g.k, g.k],
+                Geom::Conv { g, .. } => vec![g.co, g.ci, g.k, g.k],
             };
             let (o, wl, bl) = self.param_lens(l);
             v.push(ParamTensor { name: format!("{l}.weight"), shape, range: o..o + wl });
@@ -221,7 +220,7 @@ impl Network {
         match self.geoms[l] {
             Geom::Plain => 0,
             Geom::Linear => (self.width_in(l) * self.width_out(l)) as u64,
-            Geom::Conv(g) | Geom::ConvT(g) => (g.weight_len() * g.oh * g.ow) as u64,
+            Geom::Conv { g, .. } => (g.weight_len() * g.oh * g.ow) as u64,
         }
     }
 
@@ -230,7 +229,7 @@ impl Network {
         self.geoms
             .iter()
             .map(|g| match g {
-                Geom::Conv(g) | Geom::ConvT(g) => g.scratch_len(rows),
+                Geom::Conv { g, .. } => g.scratch_len(rows),
                 _ => 0,
             })
             .max()

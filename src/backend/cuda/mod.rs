@@ -115,8 +115,6 @@ pub struct CudaBackend {
     step_in: DevBuf<u32>,
     step_out: DevBuf<u32>,
     centres: DevBuf<f64>,
-    /// The mixture's standard deviation.
-    std: f64,
     last: Option<ShardTask>,
     /// The whole step as one CUDA graph, once `DeviceStep::load` was called.
     resident: Option<resident::Resident>,
@@ -226,7 +224,6 @@ impl CudaBackend {
             step_in: gpu.alloc(StepIn::WORDS)?,
             step_out: gpu.alloc(StepOut::WORDS)?,
             centres: centres_dev,
-            std: mixture.std,
             last: None,
             resident: None,
             layout,
@@ -309,7 +306,17 @@ impl CudaBackend {
         let x = self.gen.output();
         let gpu = &self.gpu;
         gpu.normals(false, self.z.ptr, key, lat as u32, step, first, fake, s.game.gen.input)?;
-        gpu.mixture(false, x, key, rl as u32, step, first, &self.centres, self.std, real)?;
+        gpu.mixture(
+            false,
+            x,
+            key,
+            rl as u32,
+            step,
+            first,
+            &self.centres,
+            s.data.mixture().expect("checked by unsupported").std,
+            real,
+        )?;
         let (pg, pd) = (self.pg(), self.pd());
         self.gen.forward(gpu, pg, self.z.ptr, fake)?;
         self.disc.forward(gpu, pd, x, all)?;
