@@ -49,6 +49,7 @@ pub fn judge_for(data: Arc<dyn Dataset>, samples: usize) -> Box<dyn Judge> {
 }
 
 pub mod images;
+pub mod scores;
 
 /// The judge of mixtures of Gaussians.
 pub struct MixtureJudge {
