@@ -1,7 +1,8 @@
 //! Times the image scores of `eval::scores` on 10,000 real against 10,000
 //! generated feature vectors of dimension 128 (correlated Gaussians, the
 //! generated ones shifted and scaled): FD (both fits and the distance), KID
-//! (100 subsets of 1000) and precision/recall (k = 3).  Prints one JSON line.
+//! (100 subsets of 1000) and precision/recall (k = 3).  Prints one JSON line:
+//! the scores, wall seconds (`*_s`) and this process's CPU seconds (`*_cpu_s`).
 //! `cargo run --release --example score_bench`
 use std::time::Instant;
 
@@ -22,24 +23,35 @@ fn features(seed: u64, n: usize, d: usize, scale: f32, shift: f32) -> Vec<f32> {
     x
 }
 
+/// This process's CPU time (user + system) in seconds, from /proc/self/stat
+/// (None elsewhere): with other work on the machine, wall time overstates.
+fn cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ
+}
+
+/// Runs `f`, returning its value, wall seconds and CPU seconds.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, Option<f64>) {
+    let (t, c) = (Instant::now(), cpu_s());
+    let v = f();
+    (v, t.elapsed().as_secs_f64(), cpu_s().zip(c).map(|(b, a)| b - a))
+}
+
 fn main() {
     let (n, d) = (10_000, 128);
     let real = features(1, n, d, 1.0, 0.0);
     let gen = features(2, n, d, 1.1, 0.05);
-    let t = Instant::now();
-    let fd = scores::frechet_distance(&scores::fit_gaussian(&real, d), &scores::fit_gaussian(&gen, d));
-    let fd_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let kid = scores::kid(&real, &gen, d, 100, 1000, 7);
-    let kid_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let pr = scores::precision_recall(&real, &gen, d, 3);
-    let pr_s = t.elapsed().as_secs_f64();
+    let (fd, fd_s, fd_cpu) =
+        timed(|| scores::frechet_distance(&scores::fit_gaussian(&real, d), &scores::fit_gaussian(&gen, d)));
+    let (kid, kid_s, kid_cpu) = timed(|| scores::kid(&real, &gen, d, 100, 1000, 7));
+    let (pr, pr_s, pr_cpu) = timed(|| scores::precision_recall(&real, &gen, d, 3));
     let out = serde_json::json!({
         "n": n, "dim": d, "threads": rayon::current_num_threads(),
-        "fd": fd, "fd_s": fd_s,
-        "kid": kid, "kid_s": kid_s,
-        "pr": pr, "pr_s": pr_s,
+        "fd": fd, "fd_s": fd_s, "fd_cpu_s": fd_cpu,
+        "kid": kid, "kid_s": kid_s, "kid_cpu_s": kid_cpu,
+        "pr": pr, "pr_s": pr_s, "pr_cpu_s": pr_cpu,
     });
     println!("{out}");
 }

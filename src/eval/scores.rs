@@ -284,9 +284,21 @@ fn gather(x: &[f32], dim: usize, idx: &[usize]) -> Vec<f64> {
 /// at a time, of the symmetric ones only the part right of the diagonal.
 fn mmd2_unbiased(x: &[f64], y: &[f64], m: usize, d: usize) -> f64 {
     let inv_d = 1.0 / d as f64;
-    let kern = |t: f64| {
-        let u = t * inv_d + 1.0;
-        u * u * u
+    // Σ k over a row of dot products, in 4 interleaved partial sums (a fixed order that vectorises).
+    let kern = |dots: &[f64]| {
+        let k = |t: f64| {
+            let u = t * inv_d + 1.0;
+            u * u * u
+        };
+        let mut acc = [0.0f64; 4];
+        let quads = dots.chunks_exact(4);
+        let tail: f64 = quads.remainder().iter().map(|&t| k(t)).sum();
+        for q in quads {
+            for (a, &t) in acc.iter_mut().zip(q) {
+                *a += k(t);
+            }
+        }
+        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
     };
     let mut buf = vec![0.0f64; KID_ROWS.min(m) * m];
     let mut off_diagonal = |z: &[f64]| {
@@ -296,7 +308,7 @@ fn mmd2_unbiased(x: &[f64], y: &[f64], m: usize, d: usize) -> f64 {
             let zi = &z[i0 * d..];
             abt(rows, cols, d, zi, zi, &mut buf, 1.0);
             for (r, row) in buf[..rows * cols].chunks_exact(cols).enumerate() {
-                total += row[r + 1..].iter().map(|&t| kern(t)).sum::<f64>();
+                total += kern(&row[r + 1..]);
             }
         }
         2.0 * total
@@ -307,7 +319,7 @@ fn mmd2_unbiased(x: &[f64], y: &[f64], m: usize, d: usize) -> f64 {
         let rows = KID_ROWS.min(m - i0);
         abt(rows, m, d, &x[i0 * d..], y, &mut buf, 1.0);
         for row in buf[..rows * m].chunks_exact(m) {
-            sxy += row.iter().map(|&t| kern(t)).sum::<f64>();
+            sxy += kern(row);
         }
     }
     let mf = m as f64;
@@ -576,7 +588,7 @@ pub struct ModeCount {
 /// The Stacked-MNIST protocol on the samples' mode labels (each in
 /// `0..modes_total`): `modes` is the number of distinct labels, `kl` is
 /// `KL(p_gen ‖ uniform) = Σ p ln(p · modes_total)` over the labels' histogram
-/// p (PacGAN's "reverse KL").
+/// p (PacGAN's "reverse KL"), clamped at 0 against rounding.
 ///
 /// Panics if `labels` is empty, `modes_total` is 0, or a label is out of range.
 pub fn mode_count(labels: &[usize], modes_total: usize) -> ModeCount {
