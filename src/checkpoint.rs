@@ -61,7 +61,27 @@ pub fn to_bytes(cfg: &Config, game: &Game, st: &TrainState) -> Result<Vec<u8>> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    safetensors::serialize(views, &Some(meta)).map_err(|e| Error::runtime(format!("cannot serialize checkpoint: {e}")))
+    serialize(views, meta).map_err(|e| Error::runtime(format!("cannot serialize checkpoint: {e}")))
+}
+
+/// safetensors bytes of `views` and `meta` with the header's keys in sorted
+/// order, so that the same tensors and metadata give the same bytes in every
+/// process (the metadata map's own order is random).
+pub fn serialize(
+    views: Vec<(String, TensorView)>,
+    meta: HashMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut bytes = safetensors::serialize(views, &Some(meta)).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    // serde_json's maps are sorted (BTreeMap), so a round trip sorts every level; same length, same padding.
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
+    let mut sorted = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    if sorted.len() > n {
+        return Err("the sorted header is longer than safetensors' own".into());
+    }
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    Ok(bytes)
 }
 
 /// Writes a checkpoint atomically.

@@ -29,7 +29,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// `ring` (modes on a circle), `grid` (modes on a square lattice),
-    /// `fashion-mnist` (IDX files) or `image-folder` (a folder of PNG files).
+    /// `fashion-mnist` (IDX files), `stacked-fashion-mnist` (three
+    /// fashion-mnist images as three channels) or `image-folder` (a folder of PNG files).
     pub kind: DataKind,
     /// Number of modes (ring only; a grid has `grid_side`^2).
     pub modes: usize,
@@ -68,6 +69,9 @@ pub enum DataKind {
     FashionMnist,
     /// Every PNG file of a folder, all of one size and channel count.
     ImageFolder,
+    /// Three independently drawn Fashion-MNIST images as the three channels
+    /// of one sample: 1000 class triples (the Stacked-MNIST benchmark).
+    StackedFashionMnist,
 }
 
 impl DataKind {
@@ -78,7 +82,13 @@ impl DataKind {
             DataKind::Grid => "grid",
             DataKind::FashionMnist => "fashion-mnist",
             DataKind::ImageFolder => "image-folder",
+            DataKind::StackedFashionMnist => "stacked-fashion-mnist",
         }
+    }
+
+    /// Whether the data has a train and a test split (fashion-mnist and its stacked form).
+    pub fn has_splits(self) -> bool {
+        matches!(self, DataKind::FashionMnist | DataKind::StackedFashionMnist)
     }
 
     /// Whether this is a mixture of Gaussians (ring or grid).
@@ -291,7 +301,7 @@ impl DataConfig {
                     return Err(("data.grid_spacing", format!("must be a finite number > 0, got {}", d.grid_spacing)));
                 }
             }
-            DataKind::FashionMnist => {}
+            DataKind::FashionMnist | DataKind::StackedFashionMnist => {}
             DataKind::ImageFolder => {
                 if d.path.is_none() {
                     return Err(("data.path", "image-folder needs data.path = \"DIR\" (a folder of PNG files)".into()));
@@ -312,8 +322,11 @@ impl DataConfig {
                 ));
             }
         }
-        if d.split != Split::Train && d.kind != DataKind::FashionMnist {
-            return Err(("data.split", format!("applies to fashion-mnist only; remove it for kind = \"{kind}\"")));
+        if d.split != Split::Train && !d.kind.has_splits() {
+            return Err((
+                "data.split",
+                format!("applies to fashion-mnist and stacked-fashion-mnist only; remove it for kind = \"{kind}\""),
+            ));
         }
         if d.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
             return Err(("data.path", "is empty; set it to a folder, e.g. data.path = \"data/faces\"".into()));
@@ -343,20 +356,7 @@ impl Config {
 
     /// Parses a config from TOML text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Config> {
-        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Error::input(format!("{origin}: not valid TOML: {}", one_line(&e.to_string())))
-        })?;
-        for o in overrides {
-            apply_override(&mut value, o)?;
-        }
-        let de = toml::Value::Table(value);
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            Error::input(format!(
-                "{origin}: key `{path}`: {} (see configs/mog-ring.toml for every key and its default)",
-                plain_types(&one_line(&e.inner().to_string()))
-            ))
-        })?;
+        let cfg: Config = parse_toml(text, origin, overrides, "configs/mog-ring.toml")?;
         cfg.validate().map_err(|(key, msg)| Error::input(format!("{origin}: key `{key}`: {msg}")))?;
         Ok(cfg)
     }
@@ -477,6 +477,30 @@ fn apply_override(root: &mut toml::Table, spec: &str) -> Result<()> {
     }
     table.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
+}
+
+/// Parses TOML `text` (with `--set key=value` overrides) into a config
+/// struct; errors name `origin`, the key, and `example` (a shipped config
+/// listing every key).
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+    example: &str,
+) -> Result<T> {
+    let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Error::input(format!("{origin}: not valid TOML: {}", one_line(&e.to_string())))
+    })?;
+    for o in overrides {
+        apply_override(&mut value, o)?;
+    }
+    serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+        let path = e.path().to_string();
+        Error::input(format!(
+            "{origin}: key `{path}`: {} (see {example} for every key and its default)",
+            plain_types(&one_line(&e.inner().to_string()))
+        ))
+    })
 }
 
 /// Serde's Rust type names in words a config author knows.

@@ -155,13 +155,20 @@ enum Command {
         #[arg(long, default_value = "runs/toy")]
         out: PathBuf,
     },
-    /// Score a checkpoint (one JSON line on stdout).
+    /// Score a checkpoint, or with --real the floor of the image scores (one JSON line on stdout).
     Eval {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Samples to score (default: the config's log.eval_samples, 2,500).
+        #[arg(long, required_unless_present = "real", conflicts_with = "real")]
+        checkpoint: Option<PathBuf>,
+        /// Samples to score (default: the config's log.eval_samples).
         #[arg(long)]
         n: Option<usize>,
+        /// Score the real training split against the test split: the floor
+        /// of FD, KID, precision and recall (and modes, for stacked data).
+        #[arg(long)]
+        real: bool,
+        /// With --real: whose data (default: fashion-mnist from its default folder).
+        #[arg(long, requires = "real")]
+        config: Option<PathBuf>,
     },
     /// Draw samples from a checkpoint's generator into a .png plot or a .csv file.
     Sample {
@@ -174,6 +181,21 @@ enum Command {
         /// Seed of the latents (default: the run's seed).
         #[arg(long)]
         seed: Option<u64>,
+    },
+    /// Train the feature network of the image scores (a CNN classifier of
+    /// Fashion-MNIST) and write it as safetensors; prints one JSON line.
+    Classifier {
+        #[arg(long, default_value = "configs/fashion-mnist-classifier.toml")]
+        config: PathBuf,
+        /// Where the trained network goes (the shipped one is assets/fmnist-classifier.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// Override a config key (repeatable), e.g. --set epochs=2.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// CPU threads (0: one per core; the result is the same on any count).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Time training steps; prints one JSON line.
     Bench {
@@ -287,8 +309,14 @@ fn run(cli: Cli) -> Result<()> {
             let report = toy::run(&o, &out)?;
             println!("{}", serde_json::to_string(&report).expect("report serializes"));
         }
-        Command::Eval { checkpoint, n } => println!("{}", eval::run_eval(&checkpoint, n)?),
+        Command::Eval { checkpoint: Some(c), n, .. } => println!("{}", eval::run_eval(&c, n)?),
+        Command::Eval { checkpoint: None, config, n, .. } => println!("{}", eval::run_floor(config.as_deref(), n)?),
         Command::Sample { checkpoint, n, out, seed } => eval::run_sample(&checkpoint, n, &out, seed)?,
+        Command::Classifier { config, out, sets, threads } => {
+            lockstep::cmd::set_threads(threads)?;
+            let cfg = lockstep::eval::classifier::ClassifierConfig::load(&config, &sets)?;
+            println!("{}", lockstep::eval::classifier::train(&cfg, &out, false)?);
+        }
         Command::Bench {
             config,
             backend,

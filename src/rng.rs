@@ -25,6 +25,8 @@ pub enum Purpose {
     Init = 5,
     /// Latents for scoring and sample plots (step = the training step).
     Eval = 6,
+    /// The feature classifier's augmentations (step = the epoch).
+    Augment = 7,
 }
 
 /// Philox4x32 with 10 rounds: 4 random 32-bit words for a 128-bit counter.

@@ -11,19 +11,38 @@ use crate::eval;
 
 /// Scores of a checkpoint's generator on `n` samples (default: the config's eval_samples).
 pub fn run_eval(ckpt: &Path, n: Option<usize>) -> Result<serde_json::Value> {
+    let started = std::time::Instant::now();
     let l = checkpoint::load(ckpt)?;
     let n = n.unwrap_or(l.config.log.eval_samples);
     if n == 0 {
         return Err(Error::input("--n must be at least 1"));
     }
     let data = crate::data::open(&l.config.data)?;
-    let judge = eval::judge_for(data, n);
+    let judge = eval::judge_for(&l.config.data, data, n);
     let sc =
         judge.evaluate(&l.game.gen, &l.state.gen, l.config.train.seed, l.state.step, true, None)?.unwrap_or_default();
     let mut v = json!({ "checkpoint": ckpt.display().to_string(), "config": l.config.name, "step": l.state.step });
     for (k, x) in sc {
         v[k] = x;
     }
+    v["seconds"] = json!(started.elapsed().as_secs_f64());
+    Ok(v)
+}
+
+/// The floor of the image scores: the training split of `config`'s data
+/// (default: fashion-mnist from its default folder) scored against its test split.
+pub fn run_floor(config: Option<&Path>, n: Option<usize>) -> Result<serde_json::Value> {
+    let started = std::time::Instant::now();
+    let data = match config {
+        Some(p) => crate::config::Config::load(p, &[])?.data,
+        None => crate::config::DataConfig { kind: crate::config::DataKind::FashionMnist, ..Default::default() },
+    };
+    let mut v = json!({ "floor": true, "data": data.kind.name() });
+    let n = n.unwrap_or(eval::images::REAL_SAMPLES);
+    for (k, x) in eval::images::floor(&data, n)? {
+        v[k] = x;
+    }
+    v["seconds"] = json!(started.elapsed().as_secs_f64());
     Ok(v)
 }
 

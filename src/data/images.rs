@@ -134,6 +134,10 @@ impl Dataset for ImageSet {
         self.digest.clone()
     }
 
+    fn epoch_len(&self) -> Option<usize> {
+        Some(self.count)
+    }
+
     fn fill(&self, key: &DrawKey, first: u64, out: &mut [f32]) {
         let len = self.shape().len();
         assert!(out.len() % len == 0, "ImageSet::fill: {} values is not a whole number of samples of {len}", out.len());

@@ -41,7 +41,7 @@ impl Mixture {
                     })
                     .collect()
             }
-            DataKind::FashionMnist | DataKind::ImageFolder => {
+            DataKind::FashionMnist | DataKind::ImageFolder | DataKind::StackedFashionMnist => {
                 panic!("Mixture::from_config: data.kind = \"{}\" is not a mixture; use data::open", c.kind.name())
             }
         };

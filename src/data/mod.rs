@@ -8,6 +8,7 @@ pub mod idx;
 pub mod images;
 pub mod mixture;
 pub mod perm;
+pub mod stacked;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -47,6 +48,10 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
     /// Fills `out` (`rows × shape().len()`, rows = out.len() / shape().len())
     /// with samples `first`, `first + 1`, ... of draw `key`.
     fn fill(&self, key: &DrawKey, first: u64, out: &mut [f32]);
+    /// Distinct samples per epoch (images: their count; None for a mixture's endless draws).
+    fn epoch_len(&self) -> Option<usize> {
+        None
+    }
     /// The mixture, when this is one (its scorer and the CUDA kernel need the centres).
     fn mixture(&self) -> Option<&Mixture> {
         None
@@ -71,6 +76,9 @@ pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>> {
         DataKind::Ring | DataKind::Grid => Arc::new(Mixture::from_config(cfg)),
         DataKind::FashionMnist => Arc::new(idx::fashion_mnist(fashion_dir(cfg), cfg.split, cfg.pad)?),
         DataKind::ImageFolder => Arc::new(folder::load(folder_dir(cfg)?, cfg.pad)?),
+        DataKind::StackedFashionMnist => {
+            Arc::new(stacked::Stacked::new(Arc::new(idx::fashion_mnist(fashion_dir(cfg), cfg.split, cfg.pad)?)))
+        }
     };
     cache.push((cfg.clone(), Arc::downgrade(&d)));
     Ok(d)
@@ -84,6 +92,7 @@ pub fn sample_shape(cfg: &DataConfig) -> Result<Shape> {
     Ok(match cfg.kind {
         DataKind::Ring | DataKind::Grid => Shape::flat(2),
         DataKind::FashionMnist => padded(Shape::new(1, idx::FASHION_SIDE, idx::FASHION_SIDE)),
+        DataKind::StackedFashionMnist => padded(Shape::new(stacked::CHANNELS, idx::FASHION_SIDE, idx::FASHION_SIDE)),
         DataKind::ImageFolder => {
             let files = folder::png_files(folder_dir(cfg)?)?;
             padded(folder::png_shape(&files[0])?)
@@ -91,7 +100,7 @@ pub fn sample_shape(cfg: &DataConfig) -> Result<Shape> {
     })
 }
 
-/// fashion-mnist's folder: `data.path`, else Debian's.
+/// fashion-mnist's folder (also stacked-fashion-mnist's): `data.path`, else Debian's.
 fn fashion_dir(cfg: &DataConfig) -> &Path {
     Path::new(cfg.path.as_deref().unwrap_or(FASHION_MNIST_DIR))
 }
@@ -173,7 +182,7 @@ mod tests {
         let e = err("[data]\nkind = \"image-folder\"");
         assert!(e.contains("data.path") && e.contains("image-folder needs data.path = \"DIR\""), "{e}");
         let e = err("[data]\nkind = \"image-folder\"\npath = \"x\"\nsplit = \"test\"");
-        assert!(e.contains("data.split") && e.contains("fashion-mnist only"), "{e}");
+        assert!(e.contains("data.split") && e.contains("stacked-fashion-mnist only"), "{e}");
         let e = err("[data]\nkind = \"ring\"\npad = 2");
         assert!(e.contains("data.pad") && e.contains("\"ring\""), "{e}");
         let e = err("[data]\nkind = \"grid\"\npath = \"x\"");

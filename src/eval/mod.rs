@@ -40,14 +40,16 @@ pub trait Judge: Send {
     }
 }
 
-/// The judge for `data`; `samples` is the number of generated samples scored.
-pub fn judge_for(data: Arc<dyn Dataset>, samples: usize) -> Box<dyn Judge> {
+/// The judge for `data` (opened from `cfg`); `samples` is the number of generated samples scored.
+pub fn judge_for(cfg: &crate::config::DataConfig, data: Arc<dyn Dataset>, samples: usize) -> Box<dyn Judge> {
     match data.mixture() {
         Some(m) => Box::new(MixtureJudge { mixture: m.clone(), samples }),
-        None => Box::new(images::ImageJudge { data }),
+        None => Box::new(images::ImageJudge::new(cfg, data, samples)),
     }
 }
 
+pub mod classifier;
+pub mod features;
 pub mod images;
 pub mod scores;
 

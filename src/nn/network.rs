@@ -259,6 +259,13 @@ impl Network {
         &ws.acts[self.layers.len() - 1][rows.start * w..rows.end * w]
     }
 
+    /// The output of layer `l` after `forward` (rows `rows`), e.g. a
+    /// classifier's penultimate features.
+    pub fn layer_output<'w, T: Float>(&self, ws: &'w Workspace<T>, l: usize, rows: Range<usize>) -> &'w [T] {
+        let w = self.width_out(l);
+        &ws.acts[l][rows.start * w..rows.end * w]
+    }
+
     /// Back-propagates `dy` (the adjoint of the output, rows `rows` of the
     /// last forward; `x` is the input of those rows).  Writes the parameter
     /// gradient into `grads` (length n_params) and dL/dx into `dx`, when given.
