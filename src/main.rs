@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lockstep::backend::{BackendChoice, BackendSpec};
-use lockstep::cmd::{bench, cluster, eval, train};
+use lockstep::cmd::{bench, cluster, eval, plot, train};
 use lockstep::{toy, Result};
 
 #[derive(Parser)]
@@ -175,6 +175,12 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Redraw a run's pictures (curves.png, the newest checkpoint's samples); prints their paths.
+    Plot {
+        /// The run directory (the --out of `train`).
+        #[arg(long)]
+        run: PathBuf,
+    },
     /// Time training steps; prints one JSON line.
     Bench {
         #[arg(long)]
@@ -289,6 +295,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { checkpoint, n } => println!("{}", eval::run_eval(&checkpoint, n)?),
         Command::Sample { checkpoint, n, out, seed } => eval::run_sample(&checkpoint, n, &out, seed)?,
+        Command::Plot { run } => {
+            for p in plot::run(&run)? {
+                println!("{}", p.display());
+            }
+        }
         Command::Bench {
             config,
             backend,
