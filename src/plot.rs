@@ -508,7 +508,7 @@ pub fn scatter_with_modes(
             }
         }
         chart
-            .draw_series(centres.iter().map(|&c| Cross::new(c, 5, TAB_RED.stroke_width(2))))?
+            .draw_series(centres.iter().map(|&c| Cross::new(c, 4, TAB_RED.stroke_width(2))))?
             .label(LABELS[1])
             .legend(|c| Cross::new(c, 5, TAB_RED.stroke_width(2)));
         draw_legend(&mut chart, spot.at)
