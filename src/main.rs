@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lockstep::backend::{BackendChoice, BackendSpec};
-use lockstep::cmd::{bench, cluster, eval, train};
+use lockstep::cmd::{bench, cluster, eval, plot, train};
 use lockstep::{toy, Result};
 
 #[derive(Parser)]
@@ -197,6 +197,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Redraw a run's pictures (curves.png, the newest checkpoint's samples); prints their paths.
+    Plot {
+        /// The run directory (the --out of `train`).
+        #[arg(long)]
+        run: PathBuf,
+    },
     /// Time training steps; prints one JSON line.
     Bench {
         #[arg(long)]
@@ -316,6 +322,11 @@ fn run(cli: Cli) -> Result<()> {
             lockstep::cmd::set_threads(threads)?;
             let cfg = lockstep::eval::classifier::ClassifierConfig::load(&config, &sets)?;
             println!("{}", lockstep::eval::classifier::train(&cfg, &out, false)?);
+        }
+        Command::Plot { run } => {
+            for p in plot::run(&run)? {
+                println!("{}", p.display());
+            }
         }
         Command::Bench {
             config,

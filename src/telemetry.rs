@@ -48,6 +48,21 @@ impl MetricsLog {
     }
 }
 
+/// The rows of a metrics.jsonl file, in order.  Lines that are not a JSON
+/// object (a torn last line of a crashed run, a stray blank line) are left
+/// out.
+///
+/// # Errors
+/// An I/O error naming `path` when it cannot be read (e.g. does not exist).
+pub fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read metrics", e))?;
+    Ok(String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.is_object())
+        .collect())
+}
+
 /// Peak resident memory of this process in MiB (Linux; None elsewhere).
 pub fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;

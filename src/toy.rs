@@ -42,7 +42,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::plot::{self, Canvas};
+use crate::plot;
 
 /// Which toy game.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,14 @@ impl ToySystem {
         match self {
             ToySystem::WganQuadratic => "wgan-quadratic",
             ToySystem::Dirac => "dirac",
+        }
+    }
+
+    /// The system's name with its players, for plot titles.
+    pub fn formula(self) -> &'static str {
+        match self {
+            ToySystem::WganQuadratic => "wgan-quadratic: D(x) = ψx², G(z) = θz",
+            ToySystem::Dirac => "Dirac-GAN: D(x) = ψx, G = δ_θ",
         }
     }
 
@@ -587,11 +595,50 @@ fn padded(lo: f64, hi: f64, min_span: f64) -> (f64, f64) {
     (mid - half, mid + half)
 }
 
-/// Draw `trajectory` (blue) over the flow's normalised vector field (light
+/// The title of [`plot_trajectory`]: the system, the objective, eta, the
+/// steps and how the run ended.
+fn plot_title(opts: &ToyOptions, report: &ToyReport) -> String {
+    let ending = if report.diverged {
+        format!("diverged after {} steps", report.steps_taken)
+    } else if report.converged {
+        format!("converged: distance to equilibrium {}", sci(report.distance_to_equilibrium))
+    } else {
+        format!(
+            "not converged: distance to equilibrium {} (from {})",
+            sci(report.distance_to_equilibrium),
+            sci(report.initial_distance)
+        )
+    };
+    format!(
+        "{} · {} objective · η = {} · {} {} steps of {} · {ending}",
+        opts.system.formula(),
+        opts.objective,
+        opts.eta,
+        report.steps_taken,
+        match opts.integrator {
+            Integrator::Rk4 => "RK4",
+            Integrator::Euler => "Euler (discrete GD)",
+        },
+        opts.dt,
+    )
+}
+
+/// `v` to 3 significant digits, in scientific notation below 0.01.
+fn sci(v: f64) -> String {
+    if v != 0.0 && v.abs() < 0.01 {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Draws `trajectory` (blue) over the flow's normalised vector field (light
 /// grey arrows on a 20x20 grid), the start as a green dot and the
-/// equilibria as red crosses, on a 640x640 canvas covering the trajectory
-/// and its nearest equilibrium.
-pub fn plot_trajectory(opts: &ToyOptions, trajectory: &[[f64; 2]], path: &Path) -> Result<()> {
+/// equilibria as red crosses, with axes ψ (the discriminator's parameter)
+/// and θ (the generator's) covering the trajectory and its nearest
+/// equilibrium, a legend, and a title naming the system, the objective,
+/// eta, the steps and how `report` says the run ended.
+pub fn plot_trajectory(opts: &ToyOptions, report: &ToyReport, trajectory: &[[f64; 2]], path: &Path) -> Result<()> {
     let last = trajectory.iter().rev().find(|s| is_finite(**s)).copied().unwrap_or([opts.init.0, opts.init.1]);
     let eq = opts.system.nearest_equilibrium(last);
     let mut b = [eq[0], eq[0], eq[1], eq[1]];
@@ -601,41 +648,20 @@ pub fn plot_trajectory(opts: &ToyOptions, trajectory: &[[f64; 2]], path: &Path) 
         b[2] = b[2].min(s[1]);
         b[3] = b[3].max(s[1]);
     }
-    let xr = padded(b[0], b[1], 0.5);
-    let yr = padded(b[2], b[3], 0.5);
-    let mut canvas = Canvas::new(640, 640, xr, yr);
-
-    // Vector field, every arrow the same length in pixels.
-    const GRID: usize = 20;
-    let cell = 640.0 / GRID as f64;
-    let arrow_px = 0.4 * cell;
-    let (sx, sy) = canvas.scale();
-    for gy in 0..GRID {
-        for gx in 0..GRID {
-            let (x, y) = canvas.to_data((gx as f64 + 0.5) * cell, (gy as f64 + 0.5) * cell);
-            let v = vector_field(opts.system, opts.objective, opts.eta, [x, y]);
-            // Direction in pixel space (y up in data is y down in pixels,
-            // which the data-space arrow takes care of).
-            let (px, py) = (v[0] * sx, v[1] * sy);
-            let len = px.hypot(py);
-            if !len.is_finite() || len == 0.0 {
-                canvas.dot(x, y, 1.0, plot::LIGHT_GREY);
-                continue;
-            }
-            let k = arrow_px / len;
-            canvas.arrow(x, y, px * k / sx, py * k / sy, plot::LIGHT_GREY);
-        }
-    }
-
-    let points: Vec<(f64, f64)> = trajectory.iter().map(|s| (s[0], s[1])).collect();
-    canvas.polyline(&points, plot::BLUE);
-    if let Some(first) = trajectory.first() {
-        canvas.dot(first[0], first[1], 4.0, plot::GREEN);
-    }
-    for e in opts.system.equilibria() {
-        canvas.cross(e[0], e[1], 6.0, plot::RED);
-    }
-    canvas.save_png(path)
+    let field = |s: [f64; 2]| vector_field(opts.system, opts.objective, opts.eta, s);
+    plot::flow(
+        path,
+        &plot::Flow {
+            title: &plot_title(opts, report),
+            x_desc: "ψ (discriminator parameter)",
+            y_desc: "θ (generator parameter)",
+            x_range: padded(b[0], b[1], 0.5),
+            y_range: padded(b[2], b[3], 0.5),
+            field: &field,
+            trajectory,
+            equilibria: opts.system.equilibria(),
+        },
+    )
 }
 
 /// Simulate, then write `out_dir/trajectory.png` and `out_dir/toy.json`
@@ -643,7 +669,7 @@ pub fn plot_trajectory(opts: &ToyOptions, trajectory: &[[f64; 2]], path: &Path) 
 pub fn run(opts: &ToyOptions, out_dir: &Path) -> Result<ToyReport> {
     let (report, trajectory) = simulate(opts)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, "create directory", e))?;
-    plot_trajectory(opts, &trajectory, &out_dir.join("trajectory.png"))?;
+    plot_trajectory(opts, &report, &trajectory, &out_dir.join("trajectory.png"))?;
     let json = serde_json::to_string_pretty(&report)
         .map_err(|e| Error::runtime(format!("cannot serialize the toy report: {e}")))?;
     crate::fsutil::write_atomic(&out_dir.join("toy.json"), format!("{json}\n").as_bytes())?;
@@ -867,6 +893,46 @@ mod tests {
         assert_eq!(report.final_state, *traj.last().unwrap());
         // Serializes (infinite distances become null, not an error).
         serde_json::to_string(&report).unwrap();
+    }
+
+    #[test]
+    fn trajectory_plot_has_a_title() {
+        let dir = std::env::temp_dir().join(format!("lockstep-toy-unit-{}", std::process::id()));
+        for (eta, words) in [(0.5, "converged"), (0.0, "not converged")] {
+            let opts = ToyOptions { steps: 300, ..ToyOptions::new(ToySystem::Dirac, ToyObjective::Gan, eta) };
+            let (report, traj) = simulate(&opts).unwrap();
+            let title = plot_title(&opts, &report);
+            assert!(title.contains("Dirac-GAN") && title.contains("gan objective") && title.contains(words), "{title}");
+            assert!(title.contains(&format!("η = {eta}")) && title.contains("300 RK4 steps of 0.05"), "{title}");
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("t.png");
+            plot_trajectory(&opts, &report, &traj, &path).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+            let mut buf = vec![0; reader.output_buffer_size()];
+            let info = reader.next_frame(&mut buf).unwrap();
+            assert_eq!((info.width, info.height), crate::plot::FLOW_SIZE);
+            // The title band (the top 40 rows) holds dark text pixels.
+            let band = &buf[..40 * info.width as usize * 3];
+            let dark = band.chunks_exact(3).filter(|p| p.iter().all(|&c| c < 100)).count();
+            assert!(dark > 100, "{dark} dark pixels in the title band");
+        }
+        let diverged = ToyReport {
+            diverged: true,
+            converged: false,
+            steps_taken: 17,
+            ..simulate(&ToyOptions::new(ToySystem::Dirac, ToyObjective::Wgan, 0.0)).unwrap().0
+        };
+        let opts = ToyOptions {
+            integrator: Integrator::Euler,
+            ..ToyOptions::new(ToySystem::WganQuadratic, ToyObjective::Wgan, 0.0)
+        };
+        let title = plot_title(&opts, &diverged);
+        assert!(
+            title.contains("wgan-quadratic") && title.contains("diverged after 17 steps") && title.contains("Euler"),
+            "{title}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

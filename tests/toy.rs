@@ -145,7 +145,11 @@ fn run_writes_png_and_json() {
     let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (640, 640));
+    assert_eq!((info.width, info.height), lockstep::plot::FLOW_SIZE);
+    buf.truncate(info.buffer_size());
+    // Not blank: the field, the trajectory, the markers and anti-aliased text.
+    let colours: std::collections::HashSet<&[u8]> = buf.chunks_exact(3).collect();
+    assert!(colours.len() > 50, "{} colours", colours.len());
 
     let text = std::fs::read_to_string(out.join("toy.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();

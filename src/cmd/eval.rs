@@ -71,7 +71,11 @@ pub fn run_sample(ckpt: &Path, n: usize, out: &Path, seed: Option<u64>) -> Resul
     match ext.as_str() {
         "npy" if shape.is_flat() => crate::npy::write_f32(out, &samples, &[n, shape.c]),
         "npy" => crate::npy::write_f32(out, &samples, &[n, shape.c, shape.h, shape.w]),
-        "png" => eval::draw(&l.config.data, &samples, shape, out),
+        "png" => {
+            let name =
+                ckpt.file_name().map_or_else(|| ckpt.display().to_string(), |n| n.to_string_lossy().into_owned());
+            eval::draw(&l.config.data, &samples, shape, out, &format!("samples of {name}, step {}", l.state.step))
+        }
         _ => {
             let mut s = String::from("x,y\n");
             for p in samples.chunks_exact(2) {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod eval;
+pub mod plot;
 pub mod train;
 
 use crate::error::{Error, Result};

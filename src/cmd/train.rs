@@ -1,6 +1,7 @@
 //! `lockstep train`: local mode.  Resolves the config and the run directory,
-//! trains with a progress bar, and writes metrics, sample plots, checkpoints
-//! and summary.json as it goes; `--resume` continues from the newest
+//! trains with a progress bar, and writes metrics, sample plots, training
+//! curves (curves.png, redrawn after each evaluation), checkpoints and
+//! summary.json as it goes; `--resume` continues from the newest
 //! checkpoint and ends bitwise where an uninterrupted run would.
 
 use std::path::{Path, PathBuf};
@@ -271,6 +272,7 @@ fn train_loop(
     let started = Instant::now();
     let mut last_scores = None;
     let mut last_picture: Option<PathBuf> = None;
+    let (mut curves_png, mut curves_at) = (None, None);
     let at = |step: u64, every: u64| step == total || (every > 0 && step % every == 0);
     let judge = eval::judge_for(&cfg.data, data.clone(), cfg.log.eval_samples);
     judge.start(&run_dir.join("samples"), cfg.train.seed)?;
@@ -312,11 +314,18 @@ fn train_loop(
         if let Some(l) = line {
             metrics.write(&l)?;
         }
+        if eval_now {
+            curves_png = redraw_curves(run_dir, &cfg.name, &bar);
+            curves_at = Some(step);
+        }
         if at(step, cfg.log.checkpoint_every) {
             let t0 = Instant::now();
             checkpoint::save_in_run(run_dir, &cfg, &t.game, &t.state, cfg.log.keep_checkpoints)?;
             checkpoint_seconds.record(t0.elapsed().as_secs_f64());
         }
+    }
+    if curves_at != Some(total) {
+        curves_png = redraw_curves(run_dir, &cfg.name, &bar);
     }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
@@ -340,6 +349,9 @@ fn train_loop(
     if let Some(p) = last_picture {
         summary["samples_png"] = json!(p.display().to_string());
     }
+    if let Some(p) = curves_png {
+        summary["curves_png"] = json!(p.display().to_string());
+    }
     let sc = match last_scores {
         Some(s) => s,
         None => judge.evaluate(&t.game.gen, &t.state.gen, cfg.train.seed, total, true, None)?.unwrap_or_default(),
@@ -353,6 +365,19 @@ fn train_loop(
     let text = serde_json::to_string_pretty(&summary).expect("json");
     crate::fsutil::write_atomic(&run_dir.join("summary.json"), format!("{text}\n").as_bytes())?;
     Ok(summary)
+}
+
+/// Redraws the run's curves.png from its metrics.jsonl (the path, or None
+/// after printing why not): a picture that cannot be drawn is a warning,
+/// never the end of a run.
+fn redraw_curves(run_dir: &Path, name: &str, bar: &ProgressBar) -> Option<PathBuf> {
+    match super::plot::curves(run_dir, name) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            bar.suspend(|| eprintln!("lockstep: warning: cannot draw curves.png: {e}"));
+            None
+        }
+    }
 }
 
 fn report_json(r: &StepReport, step: u64, skipped: u64, sps: f64, elapsed: f64) -> serde_json::Value {

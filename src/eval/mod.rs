@@ -59,10 +59,10 @@ pub struct MixtureJudge {
     pub samples: usize,
 }
 
-/// A scatter plot of `samples` (x, y pairs) with `m`'s modes marked.
-fn scatter(m: &Mixture, samples: &[[f32; 2]], path: &Path) -> Result<()> {
+/// A scatter plot of `samples` (x, y pairs) with `m`'s modes marked, titled `title`.
+fn scatter(m: &Mixture, samples: &[[f32; 2]], path: &Path, title: &str) -> Result<()> {
     let centres: Vec<[f32; 2]> = m.centres.iter().map(|c| [c[0] as f32, c[1] as f32]).collect();
-    crate::plot::scatter_with_modes(path, samples, &centres, (3.0 * m.std) as f32)
+    crate::plot::scatter_with_modes(path, samples, &centres, (3.0 * m.std) as f32, title)
 }
 
 impl Judge for MixtureJudge {
@@ -79,13 +79,21 @@ impl Judge for MixtureJudge {
             return Ok(None);
         }
         let points = to_points(&generate(gen, p, self.samples, seed, step));
+        // Scored even for a picture alone (cheap): its title shows the scores.
+        let sc = score(&self.mixture, &points);
         if let Some(path) = picture {
-            scatter(&self.mixture, &points, path)?;
+            let kl = sc.reverse_kl.map_or("n/a".into(), |k| format!("{k:.3}"));
+            let title = format!(
+                "{} · step {step} · modes {}/{} · high quality {:.1}% · reverse KL {kl}",
+                Dataset::describe(&self.mixture),
+                sc.modes_covered,
+                sc.modes_total,
+                100.0 * sc.high_quality_fraction
+            );
+            scatter(&self.mixture, &points, path, &title)?;
         }
-        Ok(want_score.then(|| {
-            let sc = score(&self.mixture, &points);
-            serde_json::to_value(&sc).expect("scores serialize").as_object().expect("object").clone()
-        }))
+        Ok(want_score
+            .then(|| serde_json::to_value(&sc).expect("scores serialize").as_object().expect("object").clone()))
     }
 
     fn headline(&self, s: &ScoreMap) -> String {
@@ -96,10 +104,17 @@ impl Judge for MixtureJudge {
 
 /// Draws `samples` (of `shape`) of the data `cfg` describes as a PNG at
 /// `path`, without loading the dataset: a mixture's points as a scatter plot
-/// with its modes marked, images as a grid (as square as it gets).
-pub fn draw(cfg: &crate::config::DataConfig, samples: &[f32], shape: crate::nn::Shape, path: &Path) -> Result<()> {
+/// with its modes marked, titled `title`; images as a grid (as square as it
+/// gets; a picture without text, so `title` is not drawn).
+pub fn draw(
+    cfg: &crate::config::DataConfig,
+    samples: &[f32],
+    shape: crate::nn::Shape,
+    path: &Path,
+    title: &str,
+) -> Result<()> {
     if cfg.kind.is_mixture() {
-        return scatter(&Mixture::from_config(cfg), &to_points(samples), path);
+        return scatter(&Mixture::from_config(cfg), &to_points(samples), path, title);
     }
     let n = samples.len() / shape.len().max(1);
     let cols = (n as f64).sqrt().ceil() as usize;
