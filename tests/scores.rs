@@ -176,3 +176,71 @@ fn eval_real_prints_the_floor() {
     let o = common::bin().args(["eval", "--real", "--config", "configs/mog-ring.toml"]).output().unwrap();
     common::assert_input_error(&o, &["ring", "fashion-mnist"]);
 }
+
+fn train(out: &Path, extra: &[&str]) -> serde_json::Value {
+    let _ = std::fs::remove_dir_all(out);
+    let o = common::bin()
+        .args(["train", "--quiet", "--config", "configs/fashion-mnist-dcgan-ci.toml", "--steps", "100"])
+        .args(["--set", "log.eval_every=100", "--set", "log.checkpoint_every=100", "--out", out.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn image_runs_score_every_evaluation_and_eval_scores_their_checkpoints() {
+    if !have_fashion_mnist("image_runs_score_every_evaluation_and_eval_scores_their_checkpoints") {
+        return;
+    }
+    let out = common::tmp("scores", "fmnist-run");
+    let summary = train(&out, &["--set", "log.eval_samples=500"]);
+    let s = summary.as_object().unwrap();
+    assert!(num(s, "fd") > 0.0 && (0.0..=1.0).contains(&num(s, "precision")), "{summary}");
+    assert_eq!((num(s, "generated_samples"), num(s, "real_samples")), (500.0, 10000.0));
+    assert!(s["floor"]["fd"].as_f64().unwrap() < num(s, "fd"), "the floor is below an untrained generator");
+    assert!(s["feature_net"].as_str().unwrap().contains(&features::BUNDLED_SHA256[..16]));
+    assert!(out.join("curves.png").is_file());
+    let rows = lockstep::telemetry::read_metrics(&out.join("metrics.jsonl")).unwrap();
+    let scored: Vec<_> = rows.iter().filter(|r| r.get("scores").is_some()).collect();
+    assert_eq!(scored.len(), 1);
+    assert_eq!(scored[0]["scores"]["fd"], summary["fd"]);
+
+    // eval on the checkpoint: one JSON line, with the same scores at the same n.
+    let ck = lockstep::checkpoint::latest(&out).unwrap();
+    let o = common::bin().args(["eval", "--checkpoint", ck.to_str().unwrap(), "--n", "500"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((v["step"].as_u64(), v["fd"].as_f64()), (Some(100), summary["fd"].as_f64()), "{v}");
+    let o = common::bin().args(["eval", "--checkpoint", ck.to_str().unwrap(), "--n", "3"]).output().unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["scores_unavailable"].as_str().unwrap().contains("at least 10"), "{v}");
+}
+
+#[test]
+fn a_stacked_run_counts_its_modes() {
+    if !have_fashion_mnist("a_stacked_run_counts_its_modes") {
+        return;
+    }
+    let out = common::tmp("scores", "stacked-run");
+    let g = r#"generator.layers=["linear 392", "leaky_relu 0.2", "reshape 8 7 7", "conv_t 8 4 2 1", "leaky_relu 0.2", "conv_t 3 4 2 1", "tanh"]"#;
+    let summary =
+        train(&out, &["--set", "data.kind=\"stacked-fashion-mnist\"", "--set", g, "--set", "log.eval_samples=300"]);
+    let s = summary.as_object().unwrap();
+    assert_eq!(summary["sample_shape"], serde_json::json!([3, 28, 28]));
+    assert_eq!((num(s, "mode_samples"), num(s, "modes_total")), (26000.0, 1000.0));
+    let (modes, kl) = (num(s, "modes"), num(s, "kl"));
+    assert!((1.0..=1000.0).contains(&modes) && kl >= 0.0 && kl <= (1000f64).ln() + 1e-9, "{summary}");
+    // The floor's real triples cover (nearly) every mode.
+    assert!(s["floor"]["modes"].as_f64().unwrap() >= 990.0, "{summary}");
+    assert!(s["real_set"].as_str().unwrap().contains("stacked-fashion-mnist"));
+    // The shipped config is this data with the full DCGAN.
+    let cfg = lockstep::config::Config::load(Path::new("configs/stacked-fmnist-dcgan.toml"), &[]).unwrap();
+    assert_eq!(cfg.data.kind, DataKind::StackedFashionMnist);
+    let game = lockstep::gan::trainer::game(&cfg, Shape::new(3, 28, 28)).unwrap();
+    assert_eq!(game.gen.output_shape(), Shape::new(3, 28, 28));
+}

@@ -18,7 +18,7 @@ pub fn run_eval(ckpt: &Path, n: Option<usize>) -> Result<serde_json::Value> {
         return Err(Error::input("--n must be at least 1"));
     }
     let data = crate::data::open(&l.config.data)?;
-    let judge = eval::judge_for(&l.config.data, data, n);
+    let judge = eval::judge_for(&l.config, data, n);
     let sc =
         judge.evaluate(&l.game.gen, &l.state.gen, l.config.train.seed, l.state.step, true, None)?.unwrap_or_default();
     let mut v = json!({ "checkpoint": ckpt.display().to_string(), "config": l.config.name, "step": l.state.step });

@@ -63,7 +63,7 @@ pub fn run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         let dir = run_dir.join("samples");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
         let path = dir.join(format!("step-{:07}.png", l.state.step));
-        let judge = eval::judge_for(&cfg.data, data, cfg.log.eval_samples);
+        let judge = eval::judge_for(cfg, data, cfg.log.eval_samples);
         judge.evaluate(&l.game.gen, &l.state.gen, cfg.train.seed, l.state.step, false, Some(&path))?;
         written.push(path);
     }

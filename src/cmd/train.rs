@@ -274,7 +274,7 @@ fn train_loop(
     let mut last_picture: Option<PathBuf> = None;
     let (mut curves_png, mut curves_at) = (None, None);
     let at = |step: u64, every: u64| step == total || (every > 0 && step % every == 0);
-    let judge = eval::judge_for(&cfg.data, data.clone(), cfg.log.eval_samples);
+    let judge = eval::judge_for(&cfg, data.clone(), cfg.log.eval_samples);
     judge.start(&run_dir.join("samples"), cfg.train.seed)?;
     let mut scores_msg = String::new();
     let checkpoint_seconds = metrics::histogram!(telemetry::names::CHECKPOINT_DURATION);

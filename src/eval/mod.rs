@@ -40,11 +40,12 @@ pub trait Judge: Send {
     }
 }
 
-/// The judge for `data` (opened from `cfg`); `samples` is the number of generated samples scored.
-pub fn judge_for(cfg: &crate::config::DataConfig, data: Arc<dyn Dataset>, samples: usize) -> Box<dyn Judge> {
+/// The judge of run `cfg`'s data `data` (opened from `cfg.data`); `samples`
+/// is the number of generated samples scored.
+pub fn judge_for(cfg: &crate::config::Config, data: Arc<dyn Dataset>, samples: usize) -> Box<dyn Judge> {
     match data.mixture() {
-        Some(m) => Box::new(MixtureJudge { mixture: m.clone(), samples }),
-        None => Box::new(images::ImageJudge::new(cfg, data, samples)),
+        Some(m) => Box::new(MixtureJudge { run: cfg.name.clone(), mixture: m.clone(), samples }),
+        None => Box::new(images::ImageJudge::new(&cfg.data, data, samples)),
     }
 }
 
@@ -55,6 +56,8 @@ pub mod scores;
 
 /// The judge of mixtures of Gaussians.
 pub struct MixtureJudge {
+    /// The run's name (its config's), for the pictures' titles.
+    pub run: String,
     pub mixture: Mixture,
     pub samples: usize,
 }
@@ -84,7 +87,8 @@ impl Judge for MixtureJudge {
         if let Some(path) = picture {
             let kl = sc.reverse_kl.map_or("n/a".into(), |k| format!("{k:.3}"));
             let title = format!(
-                "{} · step {step} · modes {}/{} · high quality {:.1}% · reverse KL {kl}",
+                "{} · {} · step {step} · modes {}/{} · high quality {:.1}% · reverse KL {kl}",
+                self.run,
                 Dataset::describe(&self.mixture),
                 sc.modes_covered,
                 sc.modes_total,
