@@ -64,13 +64,88 @@ pub fn to_bytes(cfg: &Config, game: &Game, st: &TrainState) -> Result<Vec<u8>> {
     serialize(views, meta).map_err(|e| Error::runtime(format!("cannot serialize checkpoint: {e}")))
 }
 
-/// safetensors bytes of `views` and `meta` with the header's keys in sorted
-/// order, so that the same tensors and metadata give the same bytes in every
-/// process (the metadata map's own order is random).
+/// The metadata key of a file's digests.
+pub const INTEGRITY: &str = "integrity";
+
+/// The digests a file is checked against when read: SHA-256 of each tensor
+/// (its name, dtype, shape and bytes) and of the rest of the metadata (its
+/// keys and values in sorted order).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Integrity {
+    tensors: std::collections::BTreeMap<String, String>,
+    metadata: String,
+}
+
+fn tensor_digest(name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"lockstep tensor v1\0");
+    h.update(name.as_bytes());
+    h.update(format!("\0{dtype:?}\0{shape:?}\0").as_bytes());
+    h.update(data);
+    crate::data::hex(&h.finalize())
+}
+
+fn metadata_digest(meta: &HashMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != INTEGRITY).collect();
+    keys.sort();
+    let mut h = Sha256::new();
+    h.update(b"lockstep metadata v1\0");
+    for k in keys {
+        for part in [k.as_bytes(), b"\0", meta[k].as_bytes(), b"\0"] {
+            h.update(part);
+        }
+    }
+    crate::data::hex(&h.finalize())
+}
+
+/// Checks a safetensors file's bytes against the digests it carries: Ok(true)
+/// when they match, Ok(false) for a file written before digests (nothing to
+/// check), Err naming the tensor or the metadata that does not match.
+pub fn verify(bytes: &[u8]) -> std::result::Result<bool, String> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let Some(text) = meta.get(INTEGRITY) else {
+        return Ok(false);
+    };
+    let want: Integrity =
+        serde_json::from_str(text).map_err(|e| format!("metadata `{INTEGRITY}` is not valid: {e}"))?;
+    if metadata_digest(&meta) != want.metadata {
+        return Err("the metadata does not match its digest (the file is corrupt)".into());
+    }
+    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    names.sort();
+    for name in &names {
+        let v = st.tensor(name).map_err(|e| format!("{e:?}"))?;
+        match want.tensors.get(name) {
+            None => return Err(format!("tensor `{name}` is not among the digests (the file was altered)")),
+            Some(d) if *d != tensor_digest(name, v.dtype(), v.shape(), v.data()) => {
+                return Err(format!("tensor `{name}` does not match its digest (the file is corrupt)"))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(missing) = want.tensors.keys().find(|k| !names.contains(k)) {
+        return Err(format!("tensor `{missing}` is missing"));
+    }
+    Ok(true)
+}
+
+/// safetensors bytes of `views` and `meta`, with the digests `verify`
+/// checks and the header's keys in sorted order, so that the same tensors
+/// and metadata give the same bytes in every process (the metadata map's
+/// own order is random).
 pub fn serialize(
     views: Vec<(String, TensorView)>,
-    meta: HashMap<String, String>,
+    mut meta: HashMap<String, String>,
 ) -> std::result::Result<Vec<u8>, String> {
+    let integrity = Integrity {
+        tensors: views.iter().map(|(n, v)| (n.clone(), tensor_digest(n, v.dtype(), v.shape(), v.data()))).collect(),
+        metadata: metadata_digest(&meta),
+    };
+    meta.insert(INTEGRITY.into(), serde_json::to_string(&integrity).expect("json"));
     let mut bytes = safetensors::serialize(views, &Some(meta)).map_err(|e| e.to_string())?;
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     // serde_json's maps are sorted (BTreeMap), so a round trip sorts every level; same length, same padding.
@@ -105,11 +180,57 @@ pub fn load(path: &Path) -> Result<Loaded> {
         ))
     })?;
     from_bytes(&bytes).map_err(|m| {
-        Error::input(format!("{}: not a valid lockstep checkpoint: {m} (the file may be truncated or corrupt; use an earlier checkpoint)", path.display()))
+        Error::input(format!("{}: not a valid lockstep checkpoint: {m}; use an earlier checkpoint of checkpoints/ (`train --resume` falls back to the newest that verifies)", path.display()))
     })
 }
 
+/// The checkpoints of a run, newest first: the one `checkpoints/latest`
+/// names, then every `step-*.safetensors` by step, descending.
+pub fn candidates(run_dir: &Path) -> Vec<PathBuf> {
+    let dir = run_dir.join("checkpoints");
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_checkpoint_name(p)).collect())
+        .unwrap_or_default();
+    all.sort();
+    all.reverse();
+    if let Some(l) = latest(run_dir) {
+        all.retain(|p| *p != l);
+        all.insert(0, l);
+    }
+    all
+}
+
+fn is_checkpoint_name(p: &Path) -> bool {
+    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+}
+
+/// Loads the newest checkpoint of a run that verifies.  When an older one
+/// is loaded, `skipped` hears first of each newer one that did not verify
+/// (with why); when none verifies, the error names the run and what was wrong.
+pub fn load_newest(run_dir: &Path, mut skipped: impl FnMut(&Path, &Error)) -> Result<(PathBuf, Loaded)> {
+    let mut bad: Vec<(PathBuf, Error)> = Vec::new();
+    for p in candidates(run_dir) {
+        match load(&p) {
+            Ok(l) => {
+                for (p, e) in &bad {
+                    skipped(p, e);
+                }
+                return Ok((p, l));
+            }
+            Err(e) => bad.push((p, e)),
+        }
+    }
+    Err(Error::input(match bad.first() {
+        None => format!(
+            "--resume: {} has no checkpoint (checkpoints/ holds no step-*.safetensors); start a new run without --resume",
+            run_dir.display()
+        ),
+        Some((_, e)) => format!("--resume: none of the {} checkpoint(s) of {} verifies; the newest: {e}", bad.len(), run_dir.display()),
+    }))
+}
+
 fn from_bytes(bytes: &[u8]) -> std::result::Result<Loaded, String> {
+    verify(bytes)?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
     let md = meta.metadata().clone().unwrap_or_default();
@@ -191,17 +312,18 @@ pub fn save_in_run(run_dir: &Path, cfg: &Config, game: &Game, st: &TrainState, k
     let dir = run_dir.join("checkpoints");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
     let path = path_for(run_dir, st.step);
-    save(&path, cfg, game, st)?;
+    save(&path, cfg, game, st).map_err(|e| {
+        Error::runtime(format!(
+            "{}: cannot write the checkpoint: {e}; the previous checkpoint and checkpoints/latest are unchanged (free disk space, then `train --resume`)",
+            path.display()
+        ))
+    })?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     write_atomic(&dir.join("latest"), format!("{name}\n").as_bytes())?;
     let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| Error::io(&dir, "list", e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
-        })
+        .filter(|p| is_checkpoint_name(p))
         .collect();
     all.sort();
     let n = all.len();

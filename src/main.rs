@@ -98,6 +98,10 @@ enum Command {
         /// The private key of --tls-cert (PEM).
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Listen beyond loopback without TLS: the token and the traffic
+        /// cross the network in clear (only on a network you trust).
+        #[arg(long, conflicts_with = "tls_cert")]
+        allow_plaintext: bool,
     },
     /// Cluster worker: dials the coordinator and computes its shards.
     Worker {
@@ -264,6 +268,7 @@ fn run(cli: Cli) -> Result<()> {
             phase_deadline,
             tls_cert,
             tls_key,
+            allow_plaintext,
         } => {
             serve_metrics(run.metrics_listen.clone())?;
             let o = cluster::CoordinatorOptions {
@@ -275,6 +280,7 @@ fn run(cli: Cli) -> Result<()> {
                 phase_deadline: std::time::Duration::from_secs(phase_deadline),
                 tls_cert,
                 tls_key,
+                allow_plaintext,
             };
             println!("{}", cluster::run_coordinator(&o)?);
         }

@@ -78,7 +78,7 @@ fn bad_checkpoints_are_refused_and_left_alone() {
         let bad = d.join(format!("cut{cut}.safetensors"));
         std::fs::write(&bad, &good[..cut]).unwrap();
         let b = bad.to_str().unwrap();
-        assert_input_error(&run(&["eval", "--checkpoint", b]), &[b, "truncated or corrupt"]);
+        assert_input_error(&run(&["eval", "--checkpoint", b]), &[b, "not a valid lockstep checkpoint"]);
         let png = d.join("s.png");
         assert_input_error(&run(&["sample", "--checkpoint", b, "--n", "10", "--out", png.to_str().unwrap()]), &[b]);
         assert!(!png.exists());

@@ -71,11 +71,37 @@ fn beyond_loopback_a_token_is_required_and_checked() {
     assert!(!out.exists());
 
     let token = d.join("token");
-    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    common::write_secret(&token, "0123456789abcdef0123456789abcdef\n");
     let wrong = d.join("wrong");
-    std::fs::write(&wrong, "ffffffffffffffffffffffffffffffff\n").unwrap();
+    common::write_secret(&wrong, "ffffffffffffffffffffffffffffffff\n");
     let short = d.join("short");
-    std::fs::write(&short, "abc\n").unwrap();
+    common::write_secret(&short, "abc\n");
+    // A token others may read: refused with the fix, before anything is written.
+    let open = d.join("open");
+    std::fs::write(&open, "0123456789abcdef0123456789abcdef\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let o = bin()
+        .args(["coordinator", "--config", "tests/data/tiny-ring.toml", "--listen", "0.0.0.0:0", "--token-file"])
+        .arg(&open)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    common::assert_input_error(&o, &["open", "chmod 600", "644"]);
+    assert!(!out.exists());
+    // Beyond loopback without TLS: refused, naming both ways out.
+    let o = bin()
+        .args(["coordinator", "--config", "tests/data/tiny-ring.toml", "--listen", "0.0.0.0:0", "--token-file"])
+        .arg(&token)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    common::assert_input_error(&o, &["without TLS", "--tls-cert", "--allow-plaintext"]);
+    assert!(!out.exists());
     let o = bin()
         .args(["coordinator", "--config", "tests/data/tiny-ring.toml", "--listen", "0.0.0.0:0", "--token-file"])
         .arg(&short)
@@ -89,7 +115,7 @@ fn beyond_loopback_a_token_is_required_and_checked() {
     let port = free_port();
     let coord = bin()
         .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", "20"])
-        .args(["--listen", &format!("0.0.0.0:{port}"), "--token-file"])
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--allow-plaintext", "--token-file"])
         .arg(&token)
         .arg("--out")
         .arg(&out)

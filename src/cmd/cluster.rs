@@ -22,6 +22,8 @@ pub struct CoordinatorOptions {
     /// TLS: the certificate chain and its private key (PEM); plaintext without.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Listen beyond loopback without TLS (a network you trust).
+    pub allow_plaintext: bool,
 }
 
 /// The coordinator's TLS, when both files are given.
@@ -49,7 +51,7 @@ pub fn run_coordinator(o: &CoordinatorOptions) -> Result<Summary> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| Error::input(format!("--listen {}: expected HOST:PORT, e.g. 0.0.0.0:7070", o.listen)))?;
-    auth::check_listen(&addr, token.as_deref())?;
+    auth::check_listen(&addr, token.as_deref(), tls.is_some(), o.allow_plaintext)?;
     super::set_threads(o.run.threads)?;
     let p = train::prepare(&o.run)?;
     if o.phase_deadline.is_zero() {

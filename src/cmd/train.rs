@@ -160,13 +160,9 @@ pub fn prepare(o: &TrainOptions) -> Result<Prepared> {
             })?,
             (None, None) => return Err(Error::input("--resume needs --out RUN_DIR or --config")),
         };
-        let ck = checkpoint::latest(&run_dir).ok_or_else(|| {
-            Error::input(format!(
-                "--resume: {} has no checkpoint (checkpoints/latest is missing); start a new run without --resume",
-                run_dir.display()
-            ))
+        let (ck, loaded) = checkpoint::load_newest(&run_dir, |_, why| {
+            eprintln!("lockstep: --resume: skipping a checkpoint: {why}");
         })?;
-        let loaded = checkpoint::load(&ck)?;
         let mut cfg = loaded.config;
         // The checkpoint's game, with this invocation's length and logging.
         let wanted = match given {

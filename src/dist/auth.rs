@@ -9,10 +9,25 @@ use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
 
-/// Reads a token file (surrounding whitespace ignored; at least 16 characters).
+/// Reads a token file (surrounding whitespace ignored; at least 16
+/// characters).  As ssh does with keys, a file that group or others may
+/// read or write is refused, with the `chmod 600` that fixes it.
 pub fn read_token(path: &Path) -> Result<String> {
     let t = std::fs::read_to_string(path)
         .map_err(|e| Error::input(format!("--token-file {}: cannot read it: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| Error::io(path, "read the mode of", e))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::input(format!(
+                "--token-file {}: the token is open to other users (mode {:03o}); restrict it with `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )));
+        }
+    }
     let t = t.trim().to_string();
     if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::input(format!(
@@ -24,11 +39,21 @@ pub fn read_token(path: &Path) -> Result<String> {
     Ok(t)
 }
 
-/// Refuses to listen beyond loopback without a token.
-pub fn check_listen(addr: &SocketAddr, token: Option<&str>) -> Result<()> {
-    if !addr.ip().is_loopback() && token.is_none() {
+/// Refuses to listen beyond loopback without a token, and without TLS
+/// unless `allow_plaintext` (the token and the traffic would cross the
+/// network in clear).
+pub fn check_listen(addr: &SocketAddr, token: Option<&str>, tls: bool, allow_plaintext: bool) -> Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if token.is_none() {
         return Err(Error::input(format!(
             "--listen {addr} accepts workers from the network: give --token-file F (the workers pass the same file)"
+        )));
+    }
+    if !tls && !allow_plaintext {
+        return Err(Error::input(format!(
+            "--listen {addr} is reachable from the network without TLS, so the token would travel in clear: give --tls-cert FILE --tls-key FILE (deploy/README.md makes a self-signed pair), or --allow-plaintext on a network you trust"
         )));
     }
     Ok(())

@@ -25,7 +25,7 @@ pub const FORMAT: &str = "lockstep-feature-net-1";
 pub const BUNDLED_PATH: &str = "assets/fmnist-classifier.safetensors";
 /// The shipped file's bytes and SHA-256 (re-create it with the command in README.md).
 const BUNDLED: &[u8] = include_bytes!("../../assets/fmnist-classifier.safetensors");
-pub const BUNDLED_SHA256: &str = "db54f809204bbf2feb6aee9542737e77f76179ba4a062a3bfe43fb75168e60f2";
+pub const BUNDLED_SHA256: &str = "a2c14afc659c045bee3b90dafe63d2ace5fe7d39c21755268a08f616b835a146";
 /// The side of the images the network reads.
 pub const SIDE: usize = 28;
 
@@ -82,6 +82,7 @@ impl FeatureNet {
     /// Parses a feature-network file's bytes; `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<FeatureNet> {
         let bad = |m: String| Error::input(format!("{origin}: not a valid lockstep feature network: {m}"));
+        crate::checkpoint::verify(bytes).map_err(bad)?;
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("{e:?}")))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e:?}")))?;
         let meta = header.metadata().clone().unwrap_or_default();

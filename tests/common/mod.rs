@@ -15,6 +15,14 @@ pub fn tmp(group: &str, name: &str) -> PathBuf {
     d
 }
 
+/// Writes a secret (a token file) readable by its owner only, as
+/// `--token-file` requires.
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// The step of a run directory's newest checkpoint.
 pub fn latest_step(dir: &Path) -> Option<u64> {
     checkpoint::latest(dir)?
