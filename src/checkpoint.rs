@@ -179,8 +179,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
             path.display()
         ))
     })?;
-    from_bytes(&bytes).map_err(|m| {
-        Error::input(format!("{}: not a valid lockstep checkpoint: {m}; use an earlier checkpoint of checkpoints/ (`train --resume` falls back to the newest that verifies)", path.display()))
+    parse(&bytes, &path.display().to_string())
+}
+
+/// Reads and validates a checkpoint's bytes; `origin` names it in errors.
+pub fn parse(bytes: &[u8], origin: &str) -> Result<Loaded> {
+    from_bytes(bytes).map_err(|m| {
+        Error::input(format!("{origin}: not a valid lockstep checkpoint: {m}; use an earlier checkpoint of checkpoints/ (`train --resume` falls back to the newest that verifies)"))
     })
 }
 

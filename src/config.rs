@@ -54,6 +54,9 @@ pub struct DataConfig {
 /// Where Debian's package `dataset-fashion-mnist` puts the IDX files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
+/// The largest `train.batch` accepted.
+pub const MAX_BATCH: usize = 1 << 24;
+
 /// The largest `data.pad` accepted.
 pub const MAX_PAD: usize = 256;
 
@@ -387,6 +390,12 @@ impl Config {
         }
         if t.chunk == 0 {
             return Err(("train.chunk", "must be at least 1, got 0".into()));
+        }
+        if t.batch > MAX_BATCH {
+            return Err(("train.batch", format!("must be at most {MAX_BATCH}, got {}", t.batch)));
+        }
+        if t.latent > crate::nn::layer::MAX_DIM {
+            return Err(("train.latent", format!("must be at most {}, got {}", crate::nn::layer::MAX_DIM, t.latent)));
         }
         if t.batch % t.chunk != 0 {
             return Err((

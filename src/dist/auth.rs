@@ -63,11 +63,47 @@ pub fn check_listen(addr: &SocketAddr, token: Option<&str>, tls: bool, allow_pla
 #[derive(Clone)]
 pub struct Check {
     expected: Option<String>,
+    refusals: std::sync::Arc<RefusalLog>,
 }
 
 impl Check {
     pub fn new(token: Option<String>) -> Check {
-        Check { expected: token.map(|t| format!("Bearer {t}")) }
+        Check { expected: token.map(|t| format!("Bearer {t}")), refusals: Default::default() }
+    }
+}
+
+/// Refused attempts, logged at most once a second per source address with
+/// their count (a flood of bad connections gives a line a second, not a
+/// line an attempt).  At most `MAX_SOURCES` addresses are tracked.
+#[derive(Default)]
+pub struct RefusalLog {
+    sources: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u64)>>,
+}
+
+impl RefusalLog {
+    pub const MAX_SOURCES: usize = 4096;
+
+    /// Counts one refusal from `from` (`why` says what was wrong); returns
+    /// the line logged, when one is due.
+    pub fn refused(&self, from: Option<std::net::IpAddr>, why: &str) -> Option<String> {
+        let from = from.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let now = std::time::Instant::now();
+        let mut m = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= Self::MAX_SOURCES && !m.contains_key(&from) {
+            // Forget the addresses not heard from for the longest.
+            let oldest = m.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                m.remove(&k);
+            }
+        }
+        let e = m.entry(from).or_insert((now - std::time::Duration::from_secs(2), 0));
+        e.1 += 1;
+        if now.duration_since(e.0) < std::time::Duration::from_secs(1) {
+            return None;
+        }
+        let line = format!("lockstep: refused {} request(s) from {from} since the last report: {why}", e.1);
+        *e = (now, 0);
+        Some(line)
     }
 }
 
@@ -82,6 +118,9 @@ impl tonic::service::Interceptor for Check {
         if ok {
             Ok(req)
         } else {
+            if let Some(line) = self.refusals.refused(req.remote_addr().map(|a| a.ip()), "missing or wrong token") {
+                eprintln!("{line}");
+            }
             Err(Status::unauthenticated("missing or wrong token: start the worker with the coordinator's --token-file"))
         }
     }
@@ -113,5 +152,28 @@ impl tonic::service::Interceptor for Attach {
             req.metadata_mut().insert("authorization", h.clone());
         }
         Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_a_second_per_address_with_their_count() {
+        let log = RefusalLog::default();
+        let a = Some("10.0.0.1".parse().unwrap());
+        let b = Some("10.0.0.2".parse().unwrap());
+        let first = log.refused(a, "bad token").expect("the first refusal is reported");
+        assert!(first.contains("refused 1 request(s) from 10.0.0.1") && first.contains("bad token"), "{first}");
+        assert!((0..1000).all(|_| log.refused(a, "bad token").is_none()), "within the second: counted, not logged");
+        assert!(log.refused(b, "bad token").is_some(), "another address has its own second");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let next = log.refused(a, "bad token").unwrap();
+        assert!(next.contains("refused 1001 request(s)"), "{next}");
+        for i in 0..RefusalLog::MAX_SOURCES + 10 {
+            log.refused(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(i as u32))), "x");
+        }
+        assert!(log.sources.lock().unwrap().len() <= RefusalLog::MAX_SOURCES);
     }
 }

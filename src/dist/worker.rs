@@ -192,6 +192,8 @@ fn ended(s: tonic::Status) -> Error {
 pub struct Replica {
     be: Box<dyn Backend>,
     layout: PartialLayout,
+    /// Chunks per step: a request beyond them is refused before anything is sized by it.
+    chunks: usize,
     rows: Vec<f32>,
     gen: Vec<f32>,
     disc: Vec<f32>,
@@ -236,6 +238,7 @@ impl Replica {
         Ok(Replica {
             be,
             host: HostStep::new(layout, setup.chunks),
+            chunks: setup.chunks,
             fresh_opt: [init.opt_gen, init.opt_disc],
             load_error: Some("no State was handed over before the first whole step".into()),
             last_applied: false,
@@ -361,6 +364,16 @@ impl Replica {
         let started = Instant::now();
         let stride = self.layout.stride();
         let chunks = req.first_chunk as usize..req.first_chunk as usize + req.chunks as usize;
+        if chunks.is_empty() || chunks.end > self.chunks {
+            let error = format!("chunks {chunks:?} are not within this step's {} chunks", self.chunks);
+            return proto::PhaseResult {
+                request_id: req.request_id,
+                step: req.step,
+                phase: req.phase,
+                error,
+                ..Default::default()
+            };
+        }
         self.rows.resize(chunks.len() * stride, 0.0);
         let phase_two = req.phase == proto::Phase::Two as i32;
         let done = if phase_two {

@@ -74,8 +74,22 @@ pub fn game(cfg: &Config, data: Shape) -> Result<Game> {
             disc.output_shape()
         )));
     }
+    // A chunk's buffers are allocated once; refuse those that could not be.
+    for (key, net) in [("generator.layers", &gen), ("discriminator.layers", &disc)] {
+        let per_sample = net.max_width().max(net.scratch_len(1));
+        if cfg.train.chunk as u128 * per_sample as u128 > MAX_CHUNK_VALUES as u128 {
+            return Err(Error::input(format!(
+                "key `{key}`: a chunk of {} samples needs {} values per buffer (at most {MAX_CHUNK_VALUES}); lower train.chunk or the layers' sizes",
+                cfg.train.chunk,
+                cfg.train.chunk as u128 * per_sample as u128
+            )));
+        }
+    }
     Ok(Game { gen, disc, objective: cfg.train.objective, eta: cfg.train.eta, batch: cfg.train.batch })
 }
+
+/// The most values one of a chunk's buffers may hold (2^28: 1 GiB of f32).
+pub const MAX_CHUNK_VALUES: usize = 1 << 28;
 
 /// The game a config describes, on the shape its data's samples have
 /// (known without loading the dataset).

@@ -43,6 +43,10 @@ pub enum LayerSpec {
     Act(Activation),
 }
 
+/// The largest number a layer takes (channels, widths, kernel sizes,
+/// strides, paddings, reshape dimensions): 2^24.
+pub const MAX_DIM: usize = 1 << 24;
+
 impl LayerSpec {
     /// Parses `"linear 128"`, `"conv 64 4 2 1"`, `"conv_t 1 4 2 1"`, `"reshape 128 7 7"`, `"flatten"`,
     /// `"relu"`, `"leaky_relu 0.2"`, `"tanh"`, `"sigmoid"`, `"scale 0.25"`.
@@ -60,8 +64,8 @@ impl LayerSpec {
         let int = |a: &str, what: &str, min: usize| -> Result<usize, String> {
             a.parse::<usize>()
                 .ok()
-                .filter(|&v| v >= min)
-                .ok_or_else(|| format!("layer `{s}`: {what} `{a}` must be an integer >= {min}"))
+                .filter(|&v| v >= min && v <= MAX_DIM)
+                .ok_or_else(|| format!("layer `{s}`: {what} `{a}` must be an integer in {min}..={MAX_DIM}"))
         };
         let num = |what: &str| -> Result<f64, String> {
             count(1, &format!("{name} 0.25")).map_err(|_| format!("layer `{s}` needs {what}, e.g. \"{name} 0.25\""))?;
@@ -84,11 +88,7 @@ impl LayerSpec {
         Ok(match name {
             "linear" => {
                 count(1, "linear 128").map_err(|_| format!("layer `{s}` needs a width, e.g. \"linear 128\""))?;
-                let out = args[0]
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&v| v > 0)
-                    .ok_or_else(|| format!("layer `{s}`: width `{}` must be a positive integer", args[0]))?;
+                let out = int(args[0], "width", 1)?;
                 LayerSpec::Linear { out }
             }
             "conv" => {
@@ -102,7 +102,11 @@ impl LayerSpec {
             "reshape" => {
                 count(3, "reshape 128 7 7")?;
                 let d = |i: usize, what: &str| int(args[i], what, 1);
-                LayerSpec::Reshape(Shape::new(d(0, "channels")?, d(1, "height")?, d(2, "width")?))
+                let (c, h, w) = (d(0, "channels")?, d(1, "height")?, d(2, "width")?);
+                if (c as u128) * (h as u128) * (w as u128) > MAX_DIM as u128 {
+                    return Err(format!("layer `{s}`: {c}×{h}×{w} is more than {MAX_DIM} values per sample"));
+                }
+                LayerSpec::Reshape(Shape::new(c, h, w))
             }
             "flatten" => none().map(|_| LayerSpec::Flatten)?,
             "relu" => none().map(|_| LayerSpec::Act(Activation::Relu))?,

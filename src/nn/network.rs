@@ -49,6 +49,13 @@ pub struct Network {
     first_linear: Option<usize>,
 }
 
+/// The most values one layer may give per sample (2^24), and the most
+/// im2row values a convolution may need per sample (2^28).
+pub const MAX_VALUES: usize = 1 << 24;
+pub const MAX_SCRATCH: usize = 1 << 28;
+/// The most parameters a network may have (2^28: 1 GiB of f32).
+pub const MAX_PARAMS: usize = 1 << 28;
+
 impl Network {
     /// A network of `layers` on flat inputs of `input` features (an MLP);
     /// panics if a layer does not fit (use `build` for a config's layers).
@@ -67,6 +74,17 @@ impl Network {
         for (l, spec) in layers.iter().enumerate() {
             let fail = |why: String| format!("{name} layer {l} \"{}\": input {}: {why}", spec.describe(), sh);
             offsets.push(n);
+            // Sizes first, in u128, so that no product below overflows.
+            let weights: u128 = match *spec {
+                LayerSpec::Linear { out } => out as u128 * (sh.len() as u128 + 1),
+                LayerSpec::Conv { out, k, .. } | LayerSpec::ConvT { out, k, .. } => {
+                    out as u128 * (sh.c as u128 * k as u128 * k as u128 + 1)
+                }
+                _ => 0,
+            };
+            if weights > MAX_PARAMS as u128 {
+                return Err(fail(format!("{weights} parameters is more than a network may have ({MAX_PARAMS})")));
+            }
             let (out, geom, params) = match *spec {
                 LayerSpec::Linear { out } => {
                     if !sh.is_flat() {
@@ -100,7 +118,23 @@ impl Network {
                 LayerSpec::Flatten => (Shape::flat(sh.len()), Geom::Plain, 0),
                 LayerSpec::Act(_) => (sh, Geom::Plain, 0),
             };
-            n = n.checked_add(params).ok_or_else(|| fail("too many parameters".into()))?;
+            n = n.checked_add(params).filter(|&n| n <= MAX_PARAMS).ok_or_else(|| {
+                fail(format!("the network has more than {MAX_PARAMS} parameters; make its layers narrower"))
+            })?;
+            if out.c as u128 * out.h as u128 * out.w as u128 > MAX_VALUES as u128 {
+                return Err(fail(format!(
+                    "its output {} is more than {MAX_VALUES} values per sample; make it smaller",
+                    out
+                )));
+            }
+            if let Geom::Conv { g, .. } = geom {
+                if g.scratch_len(1) > MAX_SCRATCH {
+                    return Err(fail(format!(
+                        "it needs {} im2row values per sample, more than {MAX_SCRATCH}; use a smaller kernel or fewer channels",
+                        g.scratch_len(1)
+                    )));
+                }
+            }
             sh = out;
             shapes.push(out);
             geoms.push(geom);
@@ -225,7 +259,7 @@ impl Network {
     }
 
     /// The scratch one pass over `rows` samples needs (the convolutions' im2col buffers).
-    fn scratch_len(&self, rows: usize) -> usize {
+    pub fn scratch_len(&self, rows: usize) -> usize {
         self.geoms
             .iter()
             .map(|g| match g {
