@@ -100,15 +100,18 @@ fn metadata_digest(meta: &HashMap<String, String>) -> String {
     crate::data::hex(&h.finalize())
 }
 
-/// Checks a safetensors file's bytes against the digests it carries: Ok(true)
-/// when they match, Ok(false) for a file written before digests (nothing to
-/// check), Err naming the tensor or the metadata that does not match.
-pub fn verify(bytes: &[u8]) -> std::result::Result<bool, String> {
+/// Checks a safetensors file's bytes against the digests it carries; Err
+/// naming the tensor or the metadata that does not match, or saying that
+/// the file carries no digests (none is loaded without them: a file from a
+/// lockstep before digests is refused too).
+pub fn verify(bytes: &[u8]) -> std::result::Result<(), String> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let Some(text) = meta.get(INTEGRITY) else {
-        return Ok(false);
+        return Err(format!(
+            "it carries no digests (metadata `{INTEGRITY}` is missing: the file was altered, or written by a lockstep before digests)"
+        ));
     };
     let want: Integrity =
         serde_json::from_str(text).map_err(|e| format!("metadata `{INTEGRITY}` is not valid: {e}"))?;
@@ -130,7 +133,17 @@ pub fn verify(bytes: &[u8]) -> std::result::Result<bool, String> {
     if let Some(missing) = want.tensors.keys().find(|k| !names.contains(k)) {
         return Err(format!("tensor `{missing}` is missing"));
     }
-    Ok(true)
+    // A file with digests was written in canonical form (`serialize`): any
+    // other byte in its header (even whitespace or an escape that parses
+    // the same) is a change, and refused.
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
+    let mut canonical = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    canonical.resize(n, b' ');
+    if canonical != bytes[8..8 + n] {
+        return Err("the header is not as it was written (the file is corrupt)".into());
+    }
+    Ok(())
 }
 
 /// safetensors bytes of `views` and `meta`, with the digests `verify`
