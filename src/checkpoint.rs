@@ -105,6 +105,11 @@ fn metadata_digest(meta: &HashMap<String, String>) -> String {
 /// the file carries no digests (none is loaded without them: a file from a
 /// lockstep before digests is refused too).
 pub fn verify(bytes: &[u8]) -> std::result::Result<(), String> {
+    open_verified(bytes).map(|_| ())
+}
+
+/// A safetensors file's tensors and metadata, parsed once and checked by `verify`'s rules.
+pub fn open_verified(bytes: &[u8]) -> std::result::Result<(SafeTensors<'_>, HashMap<String, String>), String> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
     let meta = header.metadata().clone().unwrap_or_default();
@@ -136,14 +141,11 @@ pub fn verify(bytes: &[u8]) -> std::result::Result<(), String> {
     // A file with digests was written in canonical form (`serialize`): any
     // other byte in its header (even whitespace or an escape that parses
     // the same) is a change, and refused.
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
-    let mut canonical = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-    canonical.resize(n, b' ');
-    if canonical != bytes[8..8 + n] {
+    let (at, canonical) = canonical_header(bytes)?;
+    if canonical != bytes[at] {
         return Err("the header is not as it was written (the file is corrupt)".into());
     }
-    Ok(())
+    Ok((st, meta))
 }
 
 /// safetensors bytes of `views` and `meta`, with the digests `verify`
@@ -160,16 +162,24 @@ pub fn serialize(
     };
     meta.insert(INTEGRITY.into(), serde_json::to_string(&integrity).expect("json"));
     let mut bytes = safetensors::serialize(views, &Some(meta)).map_err(|e| e.to_string())?;
+    let (at, sorted) = canonical_header(&bytes)?;
+    bytes[at].copy_from_slice(&sorted);
+    Ok(bytes)
+}
+
+/// Where a safetensors file's header lies, and the header in canonical form
+/// (compact JSON with every map's keys sorted, padded with spaces to the
+/// same length): what `serialize` writes and `verify` expects.
+fn canonical_header(bytes: &[u8]) -> std::result::Result<(std::ops::Range<usize>, Vec<u8>), String> {
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    // serde_json's maps are sorted (BTreeMap), so a round trip sorts every level; same length, same padding.
+    // serde_json's maps are sorted (BTreeMap), so a round trip sorts every level.
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
     let mut sorted = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     if sorted.len() > n {
         return Err("the sorted header is longer than safetensors' own".into());
     }
     sorted.resize(n, b' ');
-    bytes[8..8 + n].copy_from_slice(&sorted);
-    Ok(bytes)
+    Ok((8..8 + n, sorted))
 }
 
 /// Writes a checkpoint atomically.
@@ -205,11 +215,7 @@ pub fn parse(bytes: &[u8], origin: &str) -> Result<Loaded> {
 /// The checkpoints of a run, newest first: the one `checkpoints/latest`
 /// names, then every `step-*.safetensors` by step, descending.
 pub fn candidates(run_dir: &Path) -> Vec<PathBuf> {
-    let dir = run_dir.join("checkpoints");
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_checkpoint_name(p)).collect())
-        .unwrap_or_default();
-    all.sort();
+    let mut all = step_files(&run_dir.join("checkpoints")).unwrap_or_default();
     all.reverse();
     if let Some(l) = latest(run_dir) {
         all.retain(|p| *p != l);
@@ -218,8 +224,15 @@ pub fn candidates(run_dir: &Path) -> Vec<PathBuf> {
     all
 }
 
-fn is_checkpoint_name(p: &Path) -> bool {
-    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+/// The `step-*.safetensors` files of a checkpoints folder, oldest first.
+fn step_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let is_step = |p: &Path| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+    };
+    let mut all: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_step(p)).collect();
+    all.sort();
+    Ok(all)
 }
 
 /// Loads the newest checkpoint of a run that verifies.  When an older one
@@ -248,10 +261,7 @@ pub fn load_newest(run_dir: &Path, mut skipped: impl FnMut(&Path, &Error)) -> Re
 }
 
 fn from_bytes(bytes: &[u8]) -> std::result::Result<Loaded, String> {
-    verify(bytes)?;
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
-    let md = meta.metadata().clone().unwrap_or_default();
+    let (st, md) = open_verified(bytes)?;
     let get = |k: &str| md.get(k).ok_or_else(|| format!("metadata `{k}` missing"));
     if get("format")? != FORMAT {
         return Err(format!("format `{}`, expected `{FORMAT}`", get("format")?));
@@ -338,12 +348,7 @@ pub fn save_in_run(run_dir: &Path, cfg: &Config, game: &Game, st: &TrainState, k
     })?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     write_atomic(&dir.join("latest"), format!("{name}\n").as_bytes())?;
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| Error::io(&dir, "list", e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_checkpoint_name(p))
-        .collect();
-    all.sort();
+    let all = step_files(&dir).map_err(|e| Error::io(&dir, "list", e))?;
     let n = all.len();
     for old in all.into_iter().take(n.saturating_sub(keep)) {
         let _ = std::fs::remove_file(old);

@@ -3,26 +3,17 @@
 //! listening beyond loopback needs a token, and a worker without it is
 //! refused.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use lockstep::checkpoint;
 
 mod common;
 
-use common::{bin, coordinator, finish, free_port, local_run, params};
+use common::{bin, coordinator, finish, free_port, local_run, params, worker};
 
 fn tmp(name: &str) -> PathBuf {
     common::tmp("cluster", name)
-}
-
-fn worker(port: u16, token: Option<&Path>) -> Child {
-    let mut c = bin();
-    c.args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu", "--retry-for", "30"]);
-    if let Some(t) = token {
-        c.arg("--token-file").arg(t);
-    }
-    c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 #[test]

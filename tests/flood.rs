@@ -61,18 +61,7 @@ fn run(d: &Path, steps: u64, connections: usize) -> (Run, u64) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let workers: Vec<Child> = (0..2)
-        .map(|_| {
-            bin()
-                .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu"])
-                .args(["--retry-for", "30", "--token-file"])
-                .arg(&token)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let workers: Vec<Child> = (0..2).map(|_| common::worker(port, Some(&token))).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let attempts = Arc::new(AtomicU64::new(0));
     let flood = (connections > 0).then(|| {

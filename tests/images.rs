@@ -18,20 +18,10 @@ mod common;
 use common::{assert_input_error, bin, bits, finish, free_port};
 
 const CI: &str = "configs/fashion-mnist-dcgan-ci.toml";
-const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+use common::have_fashion_mnist;
 
 fn tmp(name: &str) -> PathBuf {
     common::tmp("images", name)
-}
-
-/// Whether Fashion-MNIST is installed; prints why the test skips when not.
-fn have_fashion_mnist(test: &str) -> bool {
-    let ok = Path::new(FMNIST).join("train-images-idx3-ubyte.gz").exists()
-        || Path::new(FMNIST).join("train-images-idx3-ubyte").exists();
-    if !ok {
-        eprintln!("SKIPPED {test}: {FMNIST} is missing (apt-get install dataset-fashion-mnist)");
-    }
-    ok
 }
 
 fn train(args: &[&str], out: &Path) -> serde_json::Value {

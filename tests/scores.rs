@@ -18,16 +18,7 @@ use lockstep::nn::Shape;
 
 mod common;
 
-const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
-
-fn have_fashion_mnist(test: &str) -> bool {
-    let ok = Path::new(FMNIST).join("train-images-idx3-ubyte.gz").exists()
-        || Path::new(FMNIST).join("train-images-idx3-ubyte").exists();
-    if !ok {
-        eprintln!("SKIPPED {test}: {FMNIST} is missing (apt-get install dataset-fashion-mnist)");
-    }
-    ok
-}
+use common::{have_fashion_mnist, FMNIST};
 
 fn split(kind: DataKind, split: Split) -> std::sync::Arc<dyn Dataset> {
     data::open(&DataConfig { kind, split, ..Default::default() }).unwrap()

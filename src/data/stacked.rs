@@ -47,11 +47,16 @@ impl Stacked {
         (w[0] as u64) | (w[1] as u64) << 32
     }
 
+    /// The channels' permutations of epoch `epoch` of seed `seed`.
+    fn perms(&self, seed: u64, epoch: u64) -> [Permutation; CHANNELS] {
+        std::array::from_fn(|c| Permutation::new(Self::channel_seed(seed, c), epoch, self.base.len()))
+    }
+
     /// The base images of sample `g` of seed `seed`, one per channel.
     pub fn images_of(&self, seed: u64, g: u64) -> [usize; CHANNELS] {
         let n = self.base.len() as u64;
         let (epoch, j) = (g / n, (g % n) as usize);
-        std::array::from_fn(|c| Permutation::new(Self::channel_seed(seed, c), epoch, self.base.len()).get(j))
+        self.perms(seed, epoch).map(|p| p.get(j))
     }
 
     /// The class triple of sample `g` as one mode index, 100·l0 + 10·l1 + l2
@@ -85,14 +90,13 @@ impl Dataset for Stacked {
         let plane = len / CHANNELS;
         assert!(out.len() % len == 0, "Stacked::fill: {} values is not a whole number of samples of {len}", out.len());
         let n = self.base.len() as u64;
-        let seeds: [u64; CHANNELS] = std::array::from_fn(|c| Self::channel_seed(key.seed, c));
         let mut perms: Option<[Permutation; CHANNELS]> = None;
         for (r, o) in out.chunks_exact_mut(len).enumerate() {
             let g = key.base.wrapping_add(first).wrapping_add(r as u64);
             let (epoch, j) = (g / n, (g % n) as usize);
             let p = match perms {
                 Some(p) if p[0].epoch() == epoch => p,
-                _ => *perms.insert(std::array::from_fn(|c| Permutation::new(seeds[c], epoch, self.base.len()))),
+                _ => *perms.insert(self.perms(key.seed, epoch)),
             };
             for (c, o) in o.chunks_exact_mut(plane).enumerate() {
                 self.base.write_sample(p[c].get(j), o);

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -82,10 +81,7 @@ impl FeatureNet {
     /// Parses a feature-network file's bytes; `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<FeatureNet> {
         let bad = |m: String| Error::input(format!("{origin}: not a valid lockstep feature network: {m}"));
-        crate::checkpoint::verify(bytes).map_err(bad)?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let (st, meta) = crate::checkpoint::open_verified(bytes).map_err(bad)?;
         let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("metadata `{k}` missing")));
         if get("format")? != FORMAT {
             return Err(bad(format!("format `{}`, expected `{FORMAT}`", get("format")?)));

@@ -19,10 +19,9 @@ use super::features::{Embedding, FeatureNet};
 use super::scores::{self, Gaussian};
 use super::{generate, Judge, ScoreMap};
 use crate::config::{DataConfig, Split};
-use crate::data::{Dataset, DrawKey};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::nn::Network;
-use crate::rng::Purpose;
 
 /// Images in a sample grid, and its columns.
 pub const GRID: usize = 64;
@@ -68,9 +67,7 @@ impl RealSet {
 
 /// `n` real samples of `data`: the first n of epoch 0 of seed `SCORE_SEED`.
 pub fn real_images(data: &dyn Dataset, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * data.shape().len()];
-    data.fill(&DrawKey { seed: SCORE_SEED, step: 0, purpose: Purpose::Real, base: 0 }, 0, &mut out);
-    out
+    super::real_samples(data, SCORE_SEED, n)
 }
 
 /// The mode of each image of `e` (stacked data: its channels' classes as
@@ -136,7 +133,7 @@ impl Reference {
         let (test, train) = sides(cfg);
         let data = crate::data::open(&test)?;
         FeatureNet::fits(data.shape()).map_err(Error::input)?;
-        let n = REAL_SAMPLES.min(len_of(data.as_ref()));
+        let n = REAL_SAMPLES.min(data.epoch_len().unwrap_or(REAL_SAMPLES));
         let real = RealSet::draw(&fnet, data.as_ref(), n)?;
         Ok(Reference { fnet, real, train })
     }
@@ -155,11 +152,6 @@ impl Reference {
             Ok(s)
         })())
     }
-}
-
-/// How many distinct samples a dataset has per epoch (`REAL_SAMPLES` when it does not say).
-fn len_of(data: &dyn Dataset) -> usize {
-    data.epoch_len().unwrap_or(REAL_SAMPLES)
 }
 
 /// The floor of data `cfg`: `n` images of the training split scored

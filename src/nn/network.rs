@@ -74,7 +74,8 @@ impl Network {
         for (l, spec) in layers.iter().enumerate() {
             let fail = |why: String| format!("{name} layer {l} \"{}\": input {}: {why}", spec.describe(), sh);
             offsets.push(n);
-            // Sizes first, in u128, so that no product below overflows.
+            // The layer's parameters (weights and bias) first, in u128, so
+            // that no product below overflows.
             let weights: u128 = match *spec {
                 LayerSpec::Linear { out } => out as u128 * (sh.len() as u128 + 1),
                 LayerSpec::Conv { out, k, .. } | LayerSpec::ConvT { out, k, .. } => {
@@ -85,7 +86,7 @@ impl Network {
             if weights > MAX_PARAMS as u128 {
                 return Err(fail(format!("{weights} parameters is more than a network may have ({MAX_PARAMS})")));
             }
-            let (out, geom, params) = match *spec {
+            let (out, geom) = match *spec {
                 LayerSpec::Linear { out } => {
                     if !sh.is_flat() {
                         return Err(fail(format!(
@@ -93,15 +94,15 @@ impl Network {
                             sh.len()
                         )));
                     }
-                    (Shape::flat(out), Geom::Linear, out * sh.len() + out)
+                    (Shape::flat(out), Geom::Linear)
                 }
                 LayerSpec::Conv { out, k, s, p } => {
                     let g = ConvGeom::new(sh.c, sh.h, sh.w, out, k, s, p).map_err(fail)?;
-                    (Shape::new(out, g.oh, g.ow), Geom::Conv { g, transposed: false }, g.weight_len() + out)
+                    (Shape::new(out, g.oh, g.ow), Geom::Conv { g, transposed: false })
                 }
                 LayerSpec::ConvT { out, k, s, p } => {
                     let g = conv::convt_geom(sh.c, sh.h, sh.w, out, k, s, p).map_err(fail)?;
-                    (Shape::new(out, g.h, g.w), Geom::Conv { g, transposed: true }, g.weight_len() + out)
+                    (Shape::new(out, g.h, g.w), Geom::Conv { g, transposed: true })
                 }
                 LayerSpec::Reshape(to) => {
                     if to.len() != sh.len() {
@@ -113,12 +114,12 @@ impl Network {
                             to.len()
                         )));
                     }
-                    (to, Geom::Plain, 0)
+                    (to, Geom::Plain)
                 }
-                LayerSpec::Flatten => (Shape::flat(sh.len()), Geom::Plain, 0),
-                LayerSpec::Act(_) => (sh, Geom::Plain, 0),
+                LayerSpec::Flatten => (Shape::flat(sh.len()), Geom::Plain),
+                LayerSpec::Act(_) => (sh, Geom::Plain),
             };
-            n = n.checked_add(params).filter(|&n| n <= MAX_PARAMS).ok_or_else(|| {
+            n = n.checked_add(weights as usize).filter(|&n| n <= MAX_PARAMS).ok_or_else(|| {
                 fail(format!("the network has more than {MAX_PARAMS} parameters; make its layers narrower"))
             })?;
             if out.c as u128 * out.h as u128 * out.w as u128 > MAX_VALUES as u128 {

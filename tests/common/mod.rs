@@ -15,6 +15,29 @@ pub fn tmp(group: &str, name: &str) -> PathBuf {
     d
 }
 
+/// `lockstep worker` (CPU) dialing 127.0.0.1:`port`, with a token file when given; stderr piped.
+pub fn worker(port: u16, token: Option<&Path>) -> Child {
+    let mut c = bin();
+    c.args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu", "--retry-for", "30"]);
+    if let Some(t) = token {
+        c.arg("--token-file").arg(t);
+    }
+    c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Where Debian's `dataset-fashion-mnist` puts the IDX files.
+pub const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Whether Fashion-MNIST is installed; prints why `test` skips when not.
+pub fn have_fashion_mnist(test: &str) -> bool {
+    let ok = Path::new(FMNIST).join("train-images-idx3-ubyte.gz").exists()
+        || Path::new(FMNIST).join("train-images-idx3-ubyte").exists();
+    if !ok {
+        eprintln!("SKIPPED {test}: {FMNIST} is missing (apt-get install dataset-fashion-mnist)");
+    }
+    ok
+}
+
 /// Writes a secret (a token file) readable by its owner only, as
 /// `--token-file` requires.
 pub fn write_secret(path: &Path, text: &str) {
