@@ -7,6 +7,13 @@
 //!
 //! CI floods with 60 connections; `scripts/flood.sh` with 200 for a minute
 //! (LOCKSTEP_FLOOD_CONNECTIONS, LOCKSTEP_FLOOD_STEPS).
+//!
+//! A real flood comes from other machines; here it shares the run's cores
+//! (two on CI), so the flooding threads run at the lowest priority (nice
+//! 19): what is measured is the coordinator's cost of refusing, not the
+//! attacker's CPU.  The runs alternate calm, flooded, flooded, calm, calm,
+//! flooded, and the best of each kind is compared, as these machines are
+//! noisy (two calm runs here differed by a factor of 1.9).
 
 use std::io::Read;
 use std::path::Path;
@@ -96,10 +103,24 @@ fn run(d: &Path, steps: u64, connections: usize) -> (Run, u64) {
     (r, attempts.load(Ordering::Relaxed))
 }
 
+/// Nice 19 for the calling thread (Linux keeps niceness per thread, and
+/// threads it starts inherit it).
+fn lowest_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t, 19) };
+    assert_eq!(r, 0, "setpriority: {}", std::io::Error::last_os_error());
+}
+
 /// `connections` connections, a third each: gRPC sessions with a wrong
 /// token, garbage bytes, half-open HTTP/2 (the preface, then silence).
 fn flood(port: u16, connections: usize, stop: Arc<AtomicBool>, attempts: Arc<AtomicU64>) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    lowest_priority();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(lowest_priority)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let mut tasks = Vec::new();
         for i in 0..connections {
@@ -156,29 +177,47 @@ fn a_flood_of_bad_connections_neither_slows_nor_changes_a_run() {
     let steps = env("LOCKSTEP_FLOOD_STEPS", 12000);
     let connections = env("LOCKSTEP_FLOOD_CONNECTIONS", 60) as usize;
     let d = common::tmp("flood", "run");
-    let (calm, _) = run(&d.join("calm"), steps, 0);
-    let started = Instant::now();
-    let (flooded, attempts) = run(&d.join("flooded"), steps, connections);
-    let seconds = started.elapsed().as_secs_f64();
-    let refused_lines: Vec<&str> = flooded.stderr.lines().filter(|l| l.contains("refused")).collect();
-    let ratio = flooded.steps_per_second / calm.steps_per_second;
-    eprintln!(
-        "flood: {connections} connections, {attempts} attempts in {seconds:.1} s; steps/s {:.1} calm, {:.1} flooded ({:.0} %); \
-         coordinator peak RSS {} KiB calm, {} KiB flooded; {} refusal lines",
-        calm.steps_per_second,
-        flooded.steps_per_second,
-        100.0 * ratio,
-        calm.max_rss_kib,
-        flooded.max_rss_kib,
-        refused_lines.len()
-    );
-    for l in refused_lines.iter().take(3) {
-        eprintln!("  {l}");
+    let (mut calm, mut flooded) = (Vec::new(), Vec::new());
+    for (k, flooding) in [false, true, true, false, false, true].into_iter().enumerate() {
+        let dir = d.join(format!("run{k}"));
+        if flooding {
+            let started = Instant::now();
+            let (r, attempts) = run(&dir, steps, connections);
+            flooded.push((r, attempts, started.elapsed().as_secs_f64()));
+        } else {
+            calm.push(run(&dir, steps, 0).0);
+        }
     }
-    assert_eq!((&calm.gen, &calm.disc), (&flooded.gen, &flooded.disc), "the flooded run's result differs");
+    let best = |rs: &mut dyn Iterator<Item = f64>| rs.fold(0.0, f64::max);
+    let calm_sps = best(&mut calm.iter().map(|r| r.steps_per_second));
+    let flooded_sps = best(&mut flooded.iter().map(|(r, ..)| r.steps_per_second));
+    let ratio = flooded_sps / calm_sps;
+    let calm_rss = calm.iter().map(|r| r.max_rss_kib).max().unwrap();
+    for (r, attempts, seconds) in &flooded {
+        let refused_lines: Vec<&str> = r.stderr.lines().filter(|l| l.contains("refused")).collect();
+        eprintln!(
+            "flood: {connections} connections, {attempts} attempts in {seconds:.1} s; steps/s {:.1} flooded; \
+             coordinator peak RSS {} KiB; {} refusal lines",
+            r.steps_per_second,
+            r.max_rss_kib,
+            refused_lines.len()
+        );
+        for l in refused_lines.iter().take(3) {
+            eprintln!("  {l}");
+        }
+        assert!(r.max_rss_kib < calm_rss + 64 * 1024, "memory grew under the flood");
+        assert!(!refused_lines.is_empty(), "the bad tokens were not logged");
+        assert!(refused_lines.len() as f64 <= seconds + 2.0, "{} lines in {seconds:.1} s", refused_lines.len());
+        assert!(refused_lines.iter().all(|l| l.contains("127.0.0.1") && l.contains("request(s)")));
+    }
+    eprintln!(
+        "flood: best steps/s {calm_sps:.1} calm (of {:.1?}), {flooded_sps:.1} flooded ({:.0} %); peak RSS {calm_rss} KiB calm",
+        calm.iter().map(|r| r.steps_per_second).collect::<Vec<_>>(),
+        100.0 * ratio
+    );
+    for (r, ..) in &flooded {
+        assert_eq!((&calm[0].gen, &calm[0].disc), (&r.gen, &r.disc), "a flooded run's result differs");
+    }
+    assert_eq!((&calm[0].gen, &calm[0].disc), (&calm[1].gen, &calm[1].disc), "two calm runs differ");
     assert!(ratio >= 0.8, "the flood slowed training to {:.0} %", 100.0 * ratio);
-    assert!(flooded.max_rss_kib < calm.max_rss_kib + 64 * 1024, "memory grew under the flood");
-    assert!(!refused_lines.is_empty(), "the bad tokens were not logged");
-    assert!(refused_lines.len() as f64 <= seconds + 2.0, "{} lines in {seconds:.1} s", refused_lines.len());
-    assert!(refused_lines.iter().all(|l| l.contains("127.0.0.1") && l.contains("request(s)")));
 }
