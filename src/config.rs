@@ -192,6 +192,9 @@ pub struct LogConfig {
     pub keep_checkpoints: usize,
     /// Samples drawn for the scores (the literature uses 2,500).
     pub eval_samples: usize,
+    /// Steps between estimates of the game Jacobian's leading eigenvalues
+    /// (0: none), computed in the background (`stability::live`).
+    pub stability_every: u64,
 }
 
 impl Default for Config {
@@ -274,6 +277,7 @@ impl Default for LogConfig {
             checkpoint_every: 10_000,
             keep_checkpoints: 3,
             eval_samples: 2500,
+            stability_every: 0,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod nn;
 pub mod npy;
 pub mod plot;
 pub mod rng;
+pub mod stability;
 pub mod telemetry;
 pub mod toy;
 

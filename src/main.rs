@@ -174,6 +174,40 @@ enum Command {
         #[arg(long, requires = "real")]
         config: Option<PathBuf>,
     },
+    /// The game Jacobian's leading eigenvalues at a checkpoint (local
+    /// stability): one JSON line at the run's eta (or --eta), one at
+    /// --compare-eta, on the same parameters and minibatch.
+    Stability {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// How many rightmost and how many largest-modulus eigenvalues.
+        #[arg(long, default_value_t = 6)]
+        k: usize,
+        /// The eta of the first estimate (default: the run's train.eta).
+        #[arg(long)]
+        eta: Option<f64>,
+        /// The eta of the second estimate, or `none`.
+        #[arg(long, default_value = "0")]
+        compare_eta: String,
+        /// The minibatch (default: the run's train.batch; the step's own draw).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// The Krylov dimension (at least 4k + 4).
+        #[arg(long, default_value_t = 40)]
+        krylov: usize,
+        /// At most this many products J·u per estimate (each two gradient evaluations).
+        #[arg(long, default_value_t = 2000)]
+        max_matvecs: usize,
+        /// Converged when each residual is at most tol × the largest |λ|.
+        #[arg(long, default_value_t = 1e-8)]
+        tol: f64,
+        /// Draw the eigenvalues in the complex plane into this .png.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// CPU threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// Draw samples from a checkpoint's generator into a .png plot or a .csv file.
     Sample {
         #[arg(long)]
@@ -204,8 +238,15 @@ enum Command {
     /// Redraw a run's pictures (curves.png, the newest checkpoint's samples); prints their paths.
     Plot {
         /// The run directory (the --out of `train`).
+        #[arg(long, required_unless_present = "stability", conflicts_with = "stability")]
+        run: Option<PathBuf>,
+        /// Instead: the spectral abscissa along training of these runs (run
+        /// with log.stability_every), in one picture (--out).
+        #[arg(long, num_args = 1.., requires = "out")]
+        stability: Vec<PathBuf>,
+        /// Where the --stability picture goes (.png).
         #[arg(long)]
-        run: PathBuf,
+        out: Option<PathBuf>,
     },
     /// Time training steps; prints one JSON line.
     Bench {
@@ -323,16 +364,40 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { checkpoint: Some(c), n, .. } => println!("{}", eval::run_eval(&c, n)?),
         Command::Eval { checkpoint: None, config, n, .. } => println!("{}", eval::run_floor(config.as_deref(), n)?),
+        Command::Stability { checkpoint, k, eta, compare_eta, batch, krylov, max_matvecs, tol, plot, threads } => {
+            lockstep::cmd::set_threads(threads)?;
+            let options =
+                lockstep::stability::Options { k, krylov, max_matvecs, tol, seed: 0, vectors: false, split: 0 };
+            let compare_eta = lockstep::cmd::stability::parse_compare(&compare_eta)
+                .map_err(|m| lockstep::Error::input(format!("--compare-eta: {m}")))?;
+            let o = lockstep::cmd::stability::StabilityOptions {
+                checkpoint,
+                eta,
+                compare_eta,
+                batch,
+                options,
+                plot,
+                quiet: false,
+            };
+            for e in lockstep::cmd::stability::run(&o)? {
+                println!("{}", serde_json::to_string(&e).expect("estimate serializes"));
+            }
+        }
         Command::Sample { checkpoint, n, out, seed } => eval::run_sample(&checkpoint, n, &out, seed)?,
         Command::Classifier { config, out, sets, threads } => {
             lockstep::cmd::set_threads(threads)?;
             let cfg = lockstep::eval::classifier::ClassifierConfig::load(&config, &sets)?;
             println!("{}", lockstep::eval::classifier::train(&cfg, &out, false)?);
         }
-        Command::Plot { run } => {
+        Command::Plot { run: Some(run), .. } => {
             for p in plot::run(&run)? {
                 println!("{}", p.display());
             }
+        }
+        Command::Plot { run: None, stability, out, .. } => {
+            let out = out.expect("clap requires --out");
+            plot::stability(&stability, &out)?;
+            println!("{}", out.display());
         }
         Command::Bench {
             config,

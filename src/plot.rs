@@ -773,6 +773,14 @@ fn panels(records: &[serde_json::Value]) -> Vec<Panel> {
     if !rkl.is_empty() {
         out.push(panel("reverse KL", "KL", false, Some((0.0, 0.0)), vec![line("reverse KL", TAB_BROWN, rkl)]));
     }
+    let stability = |key: &'static str| column(records, move |r| r.get("stability")?.get(key));
+    let abscissa = stability("spectral_abscissa");
+    if !abscissa.is_empty() {
+        let lines = vec![line("max Re λ", TAB_RED, abscissa)];
+        out.push(panel("Jacobian spectral abscissa (< 0: stable)", "max Re λ", false, Some((0.0, 0.0)), lines));
+        let lines = vec![line("max |1 + lr·λ|", TAB_PURPLE, stability("discrete_radius"))];
+        out.push(panel("gradient step's spectral radius (< 1: stable)", "radius", false, Some((1.0, 1.0)), lines));
+    }
     out
 }
 
@@ -940,6 +948,128 @@ pub fn image_grid(path: &Path, images: &[f32], shape: crate::nn::Shape, cols: us
         }
     }
     save_rgb(path, width as u32, height as u32, &px)
+}
+
+/// One set of eigenvalues for [`spectrum`]: a label (e.g. "eta 0.5") and its
+/// rightmost and largest-modulus eigenvalues, [re, im].
+pub struct EigenSet<'a> {
+    pub label: String,
+    pub rightmost: &'a [[f64; 2]],
+    pub largest: &'a [[f64; 2]],
+}
+
+/// Which eigenvalues of a set a [`spectrum`] panel shows.
+type Pick = fn(&EigenSet) -> Vec<(f64, f64)>;
+
+/// The picture of [`spectrum`].
+pub const SPECTRUM_SIZE: (u32, u32) = (1240, 640);
+
+/// Eigenvalues in the complex plane, two panels: the rightmost ones (the
+/// window fitted to them, the imaginary axis dashed where it shows) and
+/// the largest in modulus; one marker and colour per set, a legend in
+/// each, `title` above.
+pub fn spectrum(path: &Path, sets: &[EigenSet], title: &str) -> Result<()> {
+    const COLOURS: [RGBColor; 4] = [TAB_BLUE, TAB_RED, TAB_GREEN, TAB_PURPLE];
+    if sets.is_empty() {
+        return Err(Error::input(format!("cannot draw {}: no eigenvalues", path.display())));
+    }
+    render(path, SPECTRUM_SIZE, |root| {
+        let area = title_band(root, title, 1)?;
+        let (left, right) = area.split_horizontally(SPECTRUM_SIZE.0 / 2);
+        let panels: [(&Area, &str, Pick); 2] = [
+            (&left, "rightmost (largest real part)", |s| s.rightmost.iter().map(|p| (p[0], p[1])).collect()),
+            (&right, "largest modulus", |s| s.largest.iter().map(|p| (p[0], p[1])).collect()),
+        ];
+        for (panel, name, pick) in panels {
+            let (top, body) = panel.split_vertically(30);
+            let (w, _) = top.dim_in_pixel();
+            let style = font(PANEL_TITLE_PX).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center));
+            top.draw_text(name, &style, (w as i32 / 2 + 30, 18))?;
+            let points: Vec<Vec<(f64, f64)>> = sets.iter().map(pick).collect();
+            let all: Vec<(f64, f64)> =
+                points.iter().flatten().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+            let span = |f: fn(&(f64, f64)) -> f64| {
+                let (lo, hi) =
+                    all.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+                if lo > hi {
+                    (-1.0, 1.0)
+                } else {
+                    let pad = (0.08 * (hi - lo)).max(1e-3 * hi.abs().max(lo.abs())).max(1e-12);
+                    (lo - pad, hi + pad)
+                }
+            };
+            let x = span(|p| p.0);
+            // The imaginary axis at least a quarter of the real one each way.
+            let y0 = span(|p| p.1);
+            let reach = 0.25 * (x.1 - x.0);
+            let mut y = (y0.0.min(-reach), y0.1.max(reach));
+            let y_top = y.1;
+            let labels: Vec<&str> = sets.iter().map(|s| s.label.as_str()).collect();
+            let mut builder = plot_builder(&body);
+            let (mut chart, spot) = loop {
+                let chart = builder.build_cartesian_2d(x.0..x.1, y.0..y.1)?;
+                let obstacles: Vec<(i32, i32)> = all.iter().map(|&p| chart.backend_coord(&p)).collect();
+                let spot = legend_spot(&chart, &labels, &obstacles)?;
+                let plot_h = chart.plotting_area().dim_in_pixel().1;
+                if spot.covered == 0 || y.1 != y_top {
+                    break (chart, spot);
+                }
+                y.1 = headroom(y, spot.height, plot_h);
+            };
+            let (xf, yf) = (linear_ticks(x.0, x.1, false), linear_ticks(y.0, y.1, false));
+            axes(&mut chart, "Re λ", "Im λ", &xf, &yf)?;
+            if x.0 < 0.0 && x.1 > 0.0 {
+                let dashes: Vec<(f64, f64)> =
+                    (0..40).map(|i| y.0 + (y.1 - y.0) * i as f64 / 40.0).map(|v| (0.0, v)).collect();
+                for pair in dashes.chunks(2) {
+                    chart.draw_series(std::iter::once(PathElement::new(pair.to_vec(), AXIS_GREY.mix(0.8))))?;
+                }
+            }
+            for (i, (s, pts)) in sets.iter().zip(&points).enumerate() {
+                let c = COLOURS[i % COLOURS.len()];
+                let shown: Vec<(f64, f64)> = pts.iter().copied().filter(|&p| within(p, x, y)).collect();
+                if i % 2 == 0 {
+                    chart
+                        .draw_series(shown.iter().map(|&p| Circle::new(p, 5, c.mix(0.85).filled())))?
+                        .label(s.label.as_str())
+                        .legend(move |p| Circle::new(p, 5, c.mix(0.85).filled()));
+                } else {
+                    chart
+                        .draw_series(shown.iter().map(|&p| Cross::new(p, 6, c.stroke_width(2))))?
+                        .label(s.label.as_str())
+                        .legend(move |p| Cross::new(p, 6, c.stroke_width(2)));
+                }
+            }
+            draw_legend(&mut chart, spot.at)?;
+        }
+        Ok(())
+    })
+}
+
+/// One curve of [`overlay`]: a label and its (step, value) points.
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Several runs' curves of one quantity in one panel (a colour each, a
+/// legend, "step" along x, `y_desc` up, the range covering `y_bounds`),
+/// `title` above; the picture is 900 × 560.
+pub fn overlay(path: &Path, series: &[Series], y_desc: &str, y_bounds: Option<(f64, f64)>, title: &str) -> Result<()> {
+    const COLOURS: [RGBColor; 6] = [TAB_BLUE, TAB_RED, TAB_GREEN, TAB_PURPLE, TAB_ORANGE, TAB_BROWN];
+    let steps: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).filter(|s| s.is_finite()).collect();
+    if steps.is_empty() {
+        return Err(Error::input(format!("cannot draw {}: no points", path.display())));
+    }
+    let (lo, hi) = steps.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &s| (a.min(s), b.max(s)));
+    let pad = if hi > lo { 0.02 * (hi - lo) } else { 1.0 };
+    let lines =
+        series.iter().enumerate().map(|(i, s)| line(&s.label, COLOURS[i % COLOURS.len()], s.points.clone())).collect();
+    let p = Panel { title: String::new(), y_desc: y_desc.into(), lines, y_bounds, log: false };
+    render(path, (900, 560), |root| {
+        let area = title_band(root, title, 1)?;
+        draw_panel(&area, &p, (lo - pad, hi + pad))
+    })
 }
 
 #[cfg(test)]

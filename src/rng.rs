@@ -27,6 +27,8 @@ pub enum Purpose {
     Eval = 6,
     /// The feature classifier's augmentations (step = the epoch).
     Augment = 7,
+    /// Start vectors of the Jacobian's Arnoldi iteration (`stability`).
+    Krylov = 8,
 }
 
 /// Philox4x32 with 10 rounds: 4 random 32-bit words for a 128-bit counter.

@@ -104,6 +104,10 @@ pub mod names {
     pub const REGULARIZER: &str = "lockstep_regularizer";
     pub const LOSS_SCALE: &str = "lockstep_loss_scale";
     pub const CHECKPOINT_DURATION: &str = "lockstep_checkpoint_duration_seconds";
+    /// max Re λ of the game Jacobian's computed eigenvalues (`log.stability_every`).
+    pub const JACOBIAN_ABSCISSA: &str = "lockstep_jacobian_spectral_abscissa";
+    /// max |1 + lr·λ| over them: the linearised gradient step's spectral radius.
+    pub const JACOBIAN_RADIUS: &str = "lockstep_jacobian_discrete_radius";
 }
 
 /// Serves Prometheus metrics on `addr` (e.g. 0.0.0.0:9100) at any path.

@@ -20,6 +20,8 @@ const EXPORTED: &[&str] = &[
     names::REGULARIZER,
     names::LOSS_SCALE,
     names::CHECKPOINT_DURATION,
+    names::JACOBIAN_ABSCISSA,
+    names::JACOBIAN_RADIUS,
 ];
 
 /// Every `lockstep_...` identifier in `text`.

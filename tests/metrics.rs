@@ -51,7 +51,15 @@ fn a_running_trainer_serves_its_metrics() {
             "--transport",
             "grpc",
         ])
-        .args(["--workers", "2", "--metrics-listen", &format!("127.0.0.1:{port}"), "--out"])
+        .args([
+            "--workers",
+            "2",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+            "--set",
+            "log.stability_every=10",
+            "--out",
+        ])
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -60,7 +68,8 @@ fn a_running_trainer_serves_its_metrics() {
     let t = Instant::now();
     let first = loop {
         if let Some(m) = scrape(port).map(|b| parse(&b)) {
-            if m.get("lockstep_steps_total").is_some_and(|&s| s >= 20.0) {
+            let estimated = m.contains_key("lockstep_jacobian_spectral_abscissa");
+            if m.get("lockstep_steps_total").is_some_and(|&s| s >= 20.0) && estimated {
                 break m;
             }
         }
@@ -82,6 +91,8 @@ fn a_running_trainer_serves_its_metrics() {
         assert_eq!(get(m, "lockstep_loss_scale"), 65536.0, "the initial loss scale (no overflow on the CPU)");
         assert!(get(m, "lockstep_value").is_finite());
         assert!(get(m, "lockstep_regularizer") >= 0.0);
+        assert!(get(m, "lockstep_jacobian_spectral_abscissa").is_finite());
+        assert!(get(m, "lockstep_jacobian_discrete_radius") > 0.0);
         assert!(get(m, "lockstep_grad_norm{player=\"generator\"}") > 0.0);
         assert!(get(m, "lockstep_grad_norm{player=\"discriminator\"}") > 0.0);
         let ones = get(m, "lockstep_step_duration_seconds_count{phase=\"one\"}");

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cluster;
 pub mod eval;
 pub mod plot;
+pub mod stability;
 pub mod train;
 
 use crate::error::{Error, Result};

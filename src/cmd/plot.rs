@@ -69,3 +69,30 @@ pub fn run(run_dir: &Path) -> Result<Vec<PathBuf>> {
     }
     Ok(written)
 }
+
+/// Draws the spectral abscissa along training of the runs in `runs` (each
+/// labelled with its directory's name) into `out`.
+///
+/// # Errors
+/// An input error naming a run without stability rows in its metrics.jsonl.
+pub fn stability(runs: &[PathBuf], out: &Path) -> Result<()> {
+    let mut series = Vec::new();
+    for r in runs {
+        let rows = crate::telemetry::read_metrics(&r.join("metrics.jsonl"))?;
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|row| {
+                Some((row.get("step")?.as_f64()?, row.get("stability")?.get("spectral_abscissa")?.as_f64()?))
+            })
+            .collect();
+        if points.is_empty() {
+            return Err(Error::input(format!(
+                "--stability {}: its metrics.jsonl has no stability estimates (train with --set log.stability_every=K)",
+                r.display()
+            )));
+        }
+        let label = r.file_name().map_or_else(|| r.display().to_string(), |n| n.to_string_lossy().into_owned());
+        series.push(crate::plot::Series { label, points });
+    }
+    crate::plot::overlay(out, &series, "max Re λ", Some((0.0, 0.0)), "Jacobian spectral abscissa along training")
+}

@@ -239,7 +239,7 @@ pub fn train_on(
     // Where train_loop syncs: evaluations, sample plots, checkpoints, the end.
     let at = move |step: u64, every: u64| step == total || (every > 0 && step % every == 0);
     t.set_sync_points(Box::new(move |b| {
-        at(b, log.eval_every) || at(b, log.sample_every) || at(b, log.checkpoint_every)
+        at(b, log.eval_every) || at(b, log.sample_every) || at(b, log.checkpoint_every) || at(b, log.stability_every)
     }));
     train_loop(&mut t, &run_dir, &mut metrics, data, quiet)
 }
@@ -274,6 +274,20 @@ fn train_loop(
     judge.start(&run_dir.join("samples"), cfg.train.seed)?;
     let mut scores_msg = String::new();
     let checkpoint_seconds = metrics::histogram!(telemetry::names::CHECKPOINT_DURATION);
+    let mut live = (cfg.log.stability_every > 0).then(|| {
+        let setup = crate::backend::Setup {
+            game: t.game.clone(),
+            data: data.clone(),
+            seed: cfg.train.seed,
+            chunk: cfg.train.chunk,
+            chunks: cfg.chunks(),
+            alternating: cfg.train.update == crate::config::Update::Alternating,
+        };
+        let lr = super::stability::map_lr(&cfg);
+        crate::stability::live::Live::start(setup, cfg.train.eta, lr, crate::stability::live::options())
+    });
+    let mut stability_msg = String::new();
+    let stability_due = |step: u64| cfg.log.stability_every > 0 && step % cfg.log.stability_every == 0 && step < total;
 
     while t.state.step < total {
         let rep = t.step()?;
@@ -284,8 +298,21 @@ fn train_loop(
         let (log_now, eval_now, plot_now) =
             (at(step, cfg.log.every), at(step, cfg.log.eval_every), at(step, cfg.log.sample_every));
         let mut line = (log_now || eval_now).then(|| report_json(&rep, step, t.state.skipped, sps, elapsed));
-        if eval_now || plot_now || at(step, cfg.log.checkpoint_every) {
+        if eval_now || plot_now || at(step, cfg.log.checkpoint_every) || stability_due(step) {
             t.sync()?;
+        }
+        if let Some(l) = live.as_mut() {
+            if stability_due(step) && !l.offer(step, &t.state.gen, &t.state.disc) && l.skipped == 1 {
+                bar.suspend(|| {
+                    eprintln!(
+                        "lockstep: warning: skipping the stability estimate at step {step}: two are still pending \
+                         (raise log.stability_every)"
+                    )
+                });
+            }
+            for (s, r) in l.poll() {
+                stability_msg = log_stability(metrics, s, r, &bar)?;
+            }
         }
         let (gen, p, seed) = (&t.game.gen, &t.state.gen, cfg.train.seed);
         let picture = plot_now.then(|| run_dir.join("samples").join(format!("step-{step:07}.png")));
@@ -303,7 +330,7 @@ fn train_loop(
         }
         if log_now || eval_now {
             bar.set_message(format!(
-                "V {:.4}  D acc {:.2}/{:.2}  {scores_msg}",
+                "V {:.4}  D acc {:.2}/{:.2}  {scores_msg}{stability_msg}",
                 rep.value, rep.d_accuracy_real, rep.d_accuracy_fake
             ));
         }
@@ -320,11 +347,29 @@ fn train_loop(
             checkpoint_seconds.record(t0.elapsed().as_secs_f64());
         }
     }
+    // Training ends here; waiting for the last estimate is reported apart.
+    let wall = started.elapsed().as_secs_f64();
+    let mut stability_skipped = None;
+    let mut stability_wait = None;
+    if let Some(mut l) = live.take() {
+        let t0 = Instant::now();
+        let last = t.state.step == total;
+        if last {
+            t.sync()?;
+            bar.set_message(format!("waiting for the stability estimate at step {total}"));
+        }
+        let final_point = last.then_some((total, t.state.gen.as_slice(), t.state.disc.as_slice()));
+        for (s, r) in l.finish(final_point) {
+            log_stability(metrics, s, r, &bar)?;
+        }
+        stability_skipped = Some(l.skipped);
+        stability_wait = Some(t0.elapsed().as_secs_f64());
+        curves_at = None;
+    }
     if curves_at != Some(total) {
         curves_png = redraw_curves(run_dir, &cfg.name, &bar);
     }
     bar.finish_and_clear();
-    let wall = started.elapsed().as_secs_f64();
     t.sync()?;
     let steps_run = total - start_step;
     let mut summary = json!({
@@ -358,9 +403,35 @@ fn train_loop(
     if let Some(m) = telemetry::peak_rss_mib() {
         summary["peak_rss_mib"] = json!(m);
     }
+    if let Some(n) = stability_skipped {
+        summary["stability_estimates_skipped"] = json!(n);
+        summary["stability_final_wait_seconds"] = json!(stability_wait.unwrap_or(0.0));
+    }
     let text = serde_json::to_string_pretty(&summary).expect("json");
     crate::fsutil::write_atomic(&run_dir.join("summary.json"), format!("{text}\n").as_bytes())?;
     Ok(summary)
+}
+
+/// Writes a finished stability estimate to metrics.jsonl and the gauges
+/// (a failed one is a warning line); returns the progress bar's note.
+fn log_stability(
+    metrics: &mut MetricsLog,
+    step: u64,
+    r: Result<crate::stability::Estimate>,
+    bar: &ProgressBar,
+) -> Result<String> {
+    match r {
+        Ok(e) => {
+            metrics::gauge!(telemetry::names::JACOBIAN_ABSCISSA).set(e.spectral_abscissa);
+            metrics::gauge!(telemetry::names::JACOBIAN_RADIUS).set(e.discrete_radius);
+            metrics.write(&json!({ "step": step, "stability": e }))?;
+            Ok(format!("  max Re λ {:.3e} (step {step})", e.spectral_abscissa))
+        }
+        Err(e) => {
+            bar.suspend(|| eprintln!("lockstep: warning: no stability estimate at step {step}: {e}"));
+            Ok(String::new())
+        }
+    }
 }
 
 /// Redraws the run's curves.png from its metrics.jsonl (the path, or None
