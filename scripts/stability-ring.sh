@@ -14,13 +14,13 @@ EVERY=${EVERY:-5000}
 BIN=target/release/lockstep
 [ -x "$BIN" ] || cargo build --release
 OUT=runs/stability-ring
-mkdir -p "$OUT"
+mkdir -p "$OUT/logs"
 train() {
   local eta=$1 seed=$2 dir="$OUT/eta$1-seed$2"
   [ -f "$dir/summary.json" ] && return 0
   rm -rf "$dir"
   $BIN train --config configs/mog-ring.toml --steps "$STEPS" --seed "$seed" --out "$dir" -q --threads 1 \
-    --set train.eta="$eta" --set log.stability_every="$EVERY" --set log.eval_every=10000 2>"$dir.log" >/dev/null
+    --set train.eta="$eta" --set log.stability_every="$EVERY" --set log.eval_every=10000 2>"$OUT/logs/eta$1-seed$2.log" >/dev/null
   echo "done: eta $eta seed $seed"
 }
 for seed in $SEEDS; do
@@ -33,4 +33,4 @@ for eta in 0.5 0; do
   ck=$(ls "$OUT/eta$eta-seed0/checkpoints/"step-*.safetensors | tail -1)
   $BIN stability --checkpoint "$ck" --compare-eta "$other" --plot "$OUT/spectrum-eta$eta.png" > "$OUT/spectrum-eta$eta.json"
 done
-$BIN plot --stability "$OUT"/eta*-seed* --out "$OUT/abscissa.png"
+$BIN plot --stability "$OUT"/eta*-seed*/ --out "$OUT/abscissa.png"

@@ -267,8 +267,7 @@ fn the_stability_command_prints_both_etas_and_draws_them() {
         }
     }
     assert_eq!(lines[0]["parameters"], 1795);
-    let img = std::fs::read(&png).unwrap();
-    assert_eq!(&img[1..4], b"PNG");
+    assert_eq!(image_size(&png), lockstep::plot::SPECTRUM_SIZE);
 
     // Bad input: a clear error and nothing written.
     let _ = std::fs::remove_file(&png);
@@ -335,4 +334,31 @@ fn a_training_run_logs_live_estimates() {
     let live = &rows.iter().rev().find(|r| r.get("stability").is_some()).unwrap()["stability"];
     let (a, b) = (cli["spectral_abscissa"].as_f64().unwrap(), live["spectral_abscissa"].as_f64().unwrap());
     assert!((a - b).abs() <= 1e-8 * a.abs().max(1e-3), "command {a} vs live {b}");
+
+    // The abscissa along training, as a picture; a run without estimates is refused.
+    let png = d.join("abscissa.png");
+    let o = common::bin().args(["plot", "--stability"]).arg(&d).arg("--out").arg(&png).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = image_size(&png);
+    assert_eq!(img, (900, 560));
+    let plain = common::tmp("stability", "plain");
+    let o = common::bin()
+        .args(["train", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", "100", "--out"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o =
+        common::bin().args(["plot", "--stability"]).arg(&plain).arg("--out").arg(d.join("no.png")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("log.stability_every"), "{err}");
+    assert!(!d.join("no.png").exists());
+}
+
+/// A PNG's width and height, from its header.
+fn image_size(p: &std::path::Path) -> (u32, u32) {
+    let b = std::fs::read(p).unwrap();
+    assert_eq!(&b[1..4], b"PNG");
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
 }

@@ -83,10 +83,23 @@ pub fn run(o: &StabilityOptions) -> Result<Vec<Estimate>> {
                 .progress_chars("=> "),
         );
         bar.set_message(format!("eta {e}, {n} parameters, batch {}", setup.chunk * setup.chunks));
+        // Without a terminal, a line every 30 s instead of the bar.
+        let plain = !o.quiet && bar.is_hidden();
+        let started = std::time::Instant::now();
+        let mut last_line = 0u64;
+        let mut tick = |c: usize| {
+            bar.set_position(c as u64);
+            let secs = started.elapsed().as_secs();
+            if plain && secs >= last_line + 30 {
+                last_line = secs;
+                eprintln!(
+                    "lockstep: stability at eta {e}: {c} products J·u in {secs} s (at most {})",
+                    o.options.max_matvecs
+                );
+            }
+        };
         let est =
-            stability::estimate(&setup, &l.state.gen, &l.state.disc, l.state.step, e, lr, &o.options, true, &mut |c| {
-                bar.set_position(c as u64)
-            });
+            stability::estimate(&setup, &l.state.gen, &l.state.disc, l.state.step, e, lr, &o.options, true, &mut tick);
         bar.finish_and_clear();
         out.push(est?);
     }
