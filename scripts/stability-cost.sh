@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What live stability estimates cost a training run: mog-ring for STEPS
 # steps (default 20000) with log.stability_every = EVERY (default 5000) and
-# without, alternated (off, on, on, off); prints each run's steps/s and the
-# ratio of the medians... of two each, i.e. their means.
+# without, alternated (off, on, on, off); prints each run's steps/s (the
+# training's: the wait for the last estimate after the last step is not in
+# it) and the ratio of the two means.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-20000}

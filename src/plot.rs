@@ -1053,9 +1053,17 @@ pub struct Series {
 }
 
 /// Several runs' curves of one quantity in one panel (a colour each, a
-/// legend, "step" along x, `y_desc` up, the range covering `y_bounds`),
-/// `title` above; the picture is 900 × 560.
-pub fn overlay(path: &Path, series: &[Series], y_desc: &str, y_bounds: Option<(f64, f64)>, title: &str) -> Result<()> {
+/// legend, "step" along x, `y_desc` up on a log axis when `log` and every
+/// value is positive, else linear and covering `y_bounds`), `title` above;
+/// the picture is 900 × 560.
+pub fn overlay(
+    path: &Path,
+    series: &[Series],
+    y_desc: &str,
+    y_bounds: Option<(f64, f64)>,
+    log: bool,
+    title: &str,
+) -> Result<()> {
     const COLOURS: [RGBColor; 6] = [TAB_BLUE, TAB_RED, TAB_GREEN, TAB_PURPLE, TAB_ORANGE, TAB_BROWN];
     let steps: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).filter(|s| s.is_finite()).collect();
     if steps.is_empty() {
@@ -1065,7 +1073,7 @@ pub fn overlay(path: &Path, series: &[Series], y_desc: &str, y_bounds: Option<(f
     let pad = if hi > lo { 0.02 * (hi - lo) } else { 1.0 };
     let lines =
         series.iter().enumerate().map(|(i, s)| line(&s.label, COLOURS[i % COLOURS.len()], s.points.clone())).collect();
-    let p = Panel { title: String::new(), y_desc: y_desc.into(), lines, y_bounds, log: false };
+    let p = Panel { title: String::new(), y_desc: y_desc.into(), lines, y_bounds, log };
     render(path, (900, 560), |root| {
         let area = title_band(root, title, 1)?;
         draw_panel(&area, &p, (lo - pad, hi + pad))

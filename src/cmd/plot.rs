@@ -94,5 +94,6 @@ pub fn stability(runs: &[PathBuf], out: &Path) -> Result<()> {
         let label = r.file_name().map_or_else(|| r.display().to_string(), |n| n.to_string_lossy().into_owned());
         series.push(crate::plot::Series { label, points });
     }
-    crate::plot::overlay(out, &series, "max Re λ", Some((0.0, 0.0)), "Jacobian spectral abscissa along training")
+    // A log axis when every abscissa is positive (they span decades), else linear through 0.
+    crate::plot::overlay(out, &series, "max Re λ", Some((0.0, 0.0)), true, "Jacobian spectral abscissa along training")
 }

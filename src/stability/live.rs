@@ -11,10 +11,12 @@ use super::{estimate, Estimate, Options};
 use crate::backend::Setup;
 use crate::error::Result;
 
-/// The niceness of the estimating thread: below the training threads, but
-/// not starved on a machine whose cores they fill (at nice 10 a thread gets
-/// about a tenth of a core's time against one at nice 0).
-pub const NICENESS: i32 = 10;
+/// The niceness of the estimating thread: the lowest, so that it runs on
+/// the time the training threads leave (at nice 10 it still took about 2 s
+/// of a ring run's time per estimate, 8 % at log.stability_every = 10000).
+/// Where training fills every core the estimates fall behind and are
+/// skipped; the last one, at the end of training, has the cores to itself.
+pub const NICENESS: i32 = 19;
 
 /// The options of a live estimate: k = 6, a Krylov dimension of 40, at
 /// most 600 products, tolerance 1e-8.
