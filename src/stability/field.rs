@@ -151,7 +151,7 @@ impl<'f> Jacobian<'f> {
         Ok(Jacobian { field, theta, out: vec![Dual::ZERO; n] })
     }
 
-    /// F at the point (the values of the last product, or a fresh evaluation).
+    /// F at the point (a fresh evaluation, tangents zero).
     pub fn value(&mut self) -> Vec<f64> {
         self.theta.iter_mut().for_each(|t| t.d = 0.0);
         self.field.eval(&self.theta, &mut self.out);
