@@ -194,8 +194,11 @@ pub struct Loaded {
     pub state: TrainState,
 }
 
-/// Reads and validates a checkpoint; any problem is an input error naming the file.
+/// Reads and validates a checkpoint; any problem is an input error naming
+/// the file.  `path` is a checkpoint, a run's `checkpoints/latest` pointer,
+/// or a run directory (its latest checkpoint): see [`resolve`].
 pub fn load(path: &Path) -> Result<Loaded> {
+    let path = &resolve(path)?;
     let bytes = std::fs::read(path).map_err(|e| {
         Error::input(format!(
             "{}: cannot read checkpoint: {e} (check the path; checkpoints are in RUN/checkpoints/)",
@@ -333,6 +336,33 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     let name = std::fs::read_to_string(dir.join("latest")).ok()?;
     let p = dir.join(name.trim());
     p.exists().then_some(p)
+}
+
+/// The checkpoint file a user means by `path`: the file `checkpoints/latest`
+/// names when `path` is that pointer, a run directory or its
+/// `checkpoints/` folder; otherwise `path` itself.
+///
+/// # Errors
+/// An input error when a run directory or pointer names no checkpoint that exists.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    let pointer = if path.is_dir() {
+        let dir = if path.join("checkpoints").is_dir() { path.join("checkpoints") } else { path.to_path_buf() };
+        dir.join("latest")
+    } else if path.file_name().is_some_and(|n| n == "latest") {
+        path.to_path_buf()
+    } else {
+        return Ok(path.to_path_buf());
+    };
+    let small = std::fs::metadata(&pointer).is_ok_and(|m| m.is_file() && m.len() < 4096);
+    let named = small.then(|| std::fs::read_to_string(&pointer).ok()).flatten();
+    match named.map(|n| pointer.with_file_name(n.trim())) {
+        Some(p) if p.is_file() => Ok(p),
+        _ => Err(Error::input(format!(
+            "{}: no checkpoint there ({} names none that exists); give a checkpoints/step-NNNNNNN.safetensors file",
+            path.display(),
+            pointer.display()
+        ))),
+    }
 }
 
 /// Writes a checkpoint of a run, points `latest` at it, and keeps the newest `keep`.

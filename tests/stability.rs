@@ -269,6 +269,21 @@ fn the_stability_command_prints_both_etas_and_draws_them() {
     assert_eq!(lines[0]["parameters"], 1795);
     assert_eq!(image_size(&png), lockstep::plot::SPECTRUM_SIZE);
 
+    // The run directory and its checkpoints/latest pointer mean its newest checkpoint.
+    let run = ck.parent().unwrap().parent().unwrap();
+    for given in [run.to_path_buf(), run.join("checkpoints/latest")] {
+        let o = common::bin()
+            .args(["stability", "--k", "4", "--compare-eta", "none", "--checkpoint"])
+            .arg(&given)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}: {}", given.display(), String::from_utf8_lossy(&o.stderr));
+        let l: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(l["rightmost"], lines[0]["rightmost"], "{}", given.display());
+    }
+    let o = common::bin().args(["stability", "--checkpoint"]).arg(run.join("samples")).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no checkpoint there"));
+
     // Bad input: a clear error and nothing written.
     let _ = std::fs::remove_file(&png);
     for (args, says) in [
