@@ -332,10 +332,15 @@ pub fn path_for(run_dir: &Path, step: u64) -> PathBuf {
 
 /// The newest checkpoint of a run directory (`checkpoints/latest` names it).
 pub fn latest(run_dir: &Path) -> Option<PathBuf> {
-    let dir = run_dir.join("checkpoints");
-    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
-    let p = dir.join(name.trim());
-    p.exists().then_some(p)
+    read_pointer(&run_dir.join("checkpoints").join("latest"))
+}
+
+/// The existing file a `latest` pointer names (a small text file beside it).
+fn read_pointer(pointer: &Path) -> Option<PathBuf> {
+    let small = std::fs::metadata(pointer).is_ok_and(|m| m.is_file() && m.len() < 4096);
+    let name = small.then(|| std::fs::read_to_string(pointer).ok()).flatten()?;
+    let p = pointer.with_file_name(name.trim());
+    p.is_file().then_some(p)
 }
 
 /// The checkpoint file a user means by `path`: the file `checkpoints/latest`
@@ -353,16 +358,13 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     } else {
         return Ok(path.to_path_buf());
     };
-    let small = std::fs::metadata(&pointer).is_ok_and(|m| m.is_file() && m.len() < 4096);
-    let named = small.then(|| std::fs::read_to_string(&pointer).ok()).flatten();
-    match named.map(|n| pointer.with_file_name(n.trim())) {
-        Some(p) if p.is_file() => Ok(p),
-        _ => Err(Error::input(format!(
+    read_pointer(&pointer).ok_or_else(|| {
+        Error::input(format!(
             "{}: no checkpoint there ({} names none that exists); give a checkpoints/step-NNNNNNN.safetensors file",
             path.display(),
             pointer.display()
-        ))),
-    }
+        ))
+    })
 }
 
 /// Writes a checkpoint of a run, points `latest` at it, and keeps the newest `keep`.

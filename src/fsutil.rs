@@ -1,4 +1,4 @@
-//! Writing files so that a crash never leaves half of one.
+//! Writing files so that a crash never leaves half of one, and naming them.
 
 use std::io::Write;
 use std::path::Path;
@@ -26,4 +26,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A path's last component for titles and legends (the whole path when it has none).
+pub fn file_label(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }

@@ -72,8 +72,7 @@ pub fn run_sample(ckpt: &Path, n: usize, out: &Path, seed: Option<u64>) -> Resul
         "npy" if shape.is_flat() => crate::npy::write_f32(out, &samples, &[n, shape.c]),
         "npy" => crate::npy::write_f32(out, &samples, &[n, shape.c, shape.h, shape.w]),
         "png" => {
-            let name =
-                ckpt.file_name().map_or_else(|| ckpt.display().to_string(), |n| n.to_string_lossy().into_owned());
+            let name = crate::fsutil::file_label(ckpt);
             eval::draw(&l.config.data, &samples, shape, out, &format!("samples of {name}, step {}", l.state.step))
         }
         _ => {

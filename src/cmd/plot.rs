@@ -49,9 +49,9 @@ pub fn run(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let loaded = ck.as_deref().map(checkpoint::load).transpose()?;
     let name = match &loaded {
         Some(l) => l.config.name.clone(),
-        None => Config::load(&run_dir.join("config.toml"), &[]).map(|c| c.name).unwrap_or_else(|_| {
-            run_dir.file_name().map_or_else(|| run_dir.display().to_string(), |n| n.to_string_lossy().into_owned())
-        }),
+        None => Config::load(&run_dir.join("config.toml"), &[])
+            .map(|c| c.name)
+            .unwrap_or_else(|_| crate::fsutil::file_label(run_dir)),
     };
     let mut written = Vec::new();
     if metrics.is_file() {
@@ -91,7 +91,7 @@ pub fn stability(runs: &[PathBuf], out: &Path) -> Result<()> {
                 r.display()
             )));
         }
-        let label = r.file_name().map_or_else(|| r.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let label = crate::fsutil::file_label(r);
         series.push(crate::plot::Series { label, points });
     }
     // A log axis when every abscissa is positive (they span decades), else linear through 0.

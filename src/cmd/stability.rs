@@ -33,12 +33,6 @@ pub fn parse_compare(s: &str) -> std::result::Result<Option<f64>, String> {
     s.parse::<f64>().map(Some).map_err(|_| format!("expected a number or `none`, got `{s}`"))
 }
 
-/// The learning rate of the discrete map θ + lr·F(θ): the optimizer's, or
-/// the larger of the two networks' when they differ.
-pub fn map_lr(cfg: &crate::config::Config) -> f64 {
-    cfg.discriminator_lr().max(cfg.generator_lr())
-}
-
 /// The estimates at `eta` then at `compare_eta` (when it differs).
 pub fn run(o: &StabilityOptions) -> Result<Vec<Estimate>> {
     if o.options.k == 0 {
@@ -72,7 +66,7 @@ pub fn run(o: &StabilityOptions) -> Result<Vec<Estimate>> {
     if let Some(c) = o.compare_eta.filter(|&c| c != eta) {
         etas.push(c);
     }
-    let lr = map_lr(cfg);
+    let lr = stability::map_lr(cfg);
     let n = l.game.gen.n_params + l.game.disc.n_params;
     let mut out = Vec::new();
     for &e in &etas {
@@ -119,7 +113,7 @@ pub fn draw(path: &Path, estimates: &[Estimate], checkpoint: &Path) -> Result<()
             largest: &e.largest,
         })
         .collect();
-    let name = checkpoint.file_name().map_or_else(|| checkpoint.display().to_string(), |n| n.to_string_lossy().into());
+    let name = crate::fsutil::file_label(checkpoint);
     let step = estimates.first().map_or(0, |e| e.step);
     crate::plot::spectrum(path, &sets, &format!("Jacobian eigenvalues of the game at {name} (step {step})"))
 }

@@ -274,18 +274,14 @@ fn train_loop(
     judge.start(&run_dir.join("samples"), cfg.train.seed)?;
     let mut scores_msg = String::new();
     let checkpoint_seconds = metrics::histogram!(telemetry::names::CHECKPOINT_DURATION);
-    let mut live = (cfg.log.stability_every > 0).then(|| {
-        let setup = crate::backend::Setup {
-            game: t.game.clone(),
-            data: data.clone(),
-            seed: cfg.train.seed,
-            chunk: cfg.train.chunk,
-            chunks: cfg.chunks(),
-            alternating: cfg.train.update == crate::config::Update::Alternating,
-        };
-        let lr = super::stability::map_lr(&cfg);
-        crate::stability::live::Live::start(setup, cfg.train.eta, lr, crate::stability::live::options())
-    });
+    let mut live = match cfg.log.stability_every {
+        0 => None,
+        _ => {
+            let setup = trainer::setup_with(&cfg, data.clone())?;
+            let lr = crate::stability::map_lr(&cfg);
+            Some(crate::stability::live::Live::start(setup, cfg.train.eta, lr, crate::stability::live::options()))
+        }
+    };
     let mut stability_msg = String::new();
     let stability_due = |step: u64| cfg.log.stability_every > 0 && step % cfg.log.stability_every == 0 && step < total;
 
@@ -349,8 +345,8 @@ fn train_loop(
     }
     // Training ends here; waiting for the last estimate is reported apart.
     let wall = started.elapsed().as_secs_f64();
-    let mut stability_skipped = None;
-    let mut stability_wait = None;
+    // (estimates skipped, seconds waited for the last one)
+    let mut stability_end = None;
     if let Some(mut l) = live.take() {
         let t0 = Instant::now();
         let last = t.state.step == total;
@@ -362,8 +358,7 @@ fn train_loop(
         for (s, r) in l.finish(final_point) {
             log_stability(metrics, s, r, &bar)?;
         }
-        stability_skipped = Some(l.skipped);
-        stability_wait = Some(t0.elapsed().as_secs_f64());
+        stability_end = Some((l.skipped, t0.elapsed().as_secs_f64()));
         curves_at = None;
     }
     if curves_at != Some(total) {
@@ -403,9 +398,9 @@ fn train_loop(
     if let Some(m) = telemetry::peak_rss_mib() {
         summary["peak_rss_mib"] = json!(m);
     }
-    if let Some(n) = stability_skipped {
-        summary["stability_estimates_skipped"] = json!(n);
-        summary["stability_final_wait_seconds"] = json!(stability_wait.unwrap_or(0.0));
+    if let Some((skipped, waited)) = stability_end {
+        summary["stability_estimates_skipped"] = json!(skipped);
+        summary["stability_final_wait_seconds"] = json!(waited);
     }
     let text = serde_json::to_string_pretty(&summary).expect("json");
     crate::fsutil::write_atomic(&run_dir.join("summary.json"), format!("{text}\n").as_bytes())?;

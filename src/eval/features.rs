@@ -9,7 +9,6 @@
 //! Padded images are cropped back to their centre 28×28.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -65,21 +64,20 @@ impl FeatureNet {
                     "the feature network built into this binary ({BUNDLED_PATH}) has SHA-256 {got}, expected {BUNDLED_SHA256}; rebuild from a clean checkout"
                 ));
             }
-            FeatureNet::from_bytes(BUNDLED, BUNDLED_PATH).map(Arc::new).map_err(|e| e.to_string())
+            FeatureNet::parse(BUNDLED, BUNDLED_PATH, got).map(Arc::new).map_err(|e| e.to_string())
         })
         .clone()
         .map_err(Error::runtime)
     }
 
-    /// Reads a feature-network file (as `lockstep classifier --out` writes it).
-    pub fn load(path: &Path) -> Result<FeatureNet> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::input(format!("{}: cannot read the feature network: {e}", path.display())))?;
-        FeatureNet::from_bytes(&bytes, &path.display().to_string())
+    /// Parses a feature-network file's bytes (as `lockstep classifier --out`
+    /// writes them); `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<FeatureNet> {
+        FeatureNet::parse(bytes, origin, sha256_hex(bytes))
     }
 
-    /// Parses a feature-network file's bytes; `origin` names it in errors.
-    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<FeatureNet> {
+    /// [`FeatureNet::from_bytes`] with the bytes' SHA-256 already known.
+    fn parse(bytes: &[u8], origin: &str, digest: String) -> Result<FeatureNet> {
         let bad = |m: String| Error::input(format!("{origin}: not a valid lockstep feature network: {m}"));
         let (st, meta) = crate::checkpoint::open_verified(bytes).map_err(bad)?;
         let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("metadata `{k}` missing")));
@@ -106,7 +104,7 @@ impl FeatureNet {
         if params.iter().any(|v| !v.is_finite()) {
             return Err(bad("parameters contain non-finite values".into()));
         }
-        Ok(FeatureNet { net, params, digest: sha256_hex(bytes), meta })
+        Ok(FeatureNet { net, params, digest, meta })
     }
 
     /// The file's bytes for `net` with parameters `params` and extra metadata.

@@ -53,6 +53,8 @@ pub struct RealSet {
     pub name: String,
     pub emb: Embedding,
     pub gaussian: Gaussian,
+    /// The real side of precision and recall (k = `PR_K`).
+    pub balls: scores::RealBalls,
 }
 
 impl RealSet {
@@ -61,7 +63,8 @@ impl RealSet {
         let x = real_images(data, n);
         let emb = fnet.embed(&x, data.shape())?;
         let gaussian = scores::fit_gaussian(&emb.features, emb.dim);
-        Ok(RealSet { name: format!("{} ({n} drawn)", data.describe()), emb, gaussian })
+        let balls = scores::RealBalls::new(&emb.features, emb.dim, PR_K);
+        Ok(RealSet { name: format!("{} ({n} drawn)", data.describe()), emb, gaussian, balls })
     }
 }
 
@@ -85,7 +88,7 @@ pub fn score(fnet: &FeatureNet, real: &RealSet, gen: &Embedding, n: usize) -> Sc
     let fd = scores::frechet_distance(&real.gaussian, &scores::fit_gaussian(g, gen.dim));
     let m = KID_SUBSET_SIZE.min(n).min(real.emb.n);
     let kid = scores::kid(&real.emb.features, g, gen.dim, KID_SUBSETS, m, SCORE_SEED);
-    let pr = scores::precision_recall(&real.emb.features, g, gen.dim, PR_K);
+    let pr = scores::precision_recall_against(&real.emb.features, &real.balls, g);
     let mut s = ScoreMap::new();
     s.insert("fd".into(), json!(fd));
     s.insert("kid".into(), json!(kid.mean));

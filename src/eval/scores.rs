@@ -390,19 +390,20 @@ fn insert_smallest(best: &mut [f64], v: f64) {
 /// GEMMs) and their squared norms in f64.
 struct Side<'a> {
     x: &'a [f32],
-    shifted: Vec<f32>,
-    norms: Vec<f64>,
+    shifted: &'a [f32],
+    norms: &'a [f64],
     n: usize,
 }
 
-impl<'a> Side<'a> {
-    fn new(x: &'a [f32], dim: usize, centre: &[f64]) -> Side<'a> {
-        let shifted: Vec<f32> =
-            x.chunks_exact(dim).flat_map(|r| r.iter().zip(centre).map(|(&v, c)| (v as f64 - c) as f32)).collect();
-        let norms = shifted.chunks_exact(dim).map(|r| r.iter().map(|&v| v as f64 * v as f64).sum()).collect();
-        Side { x, shifted, norms, n: x.len() / dim }
-    }
+/// Rows of `x` shifted by `centre` (in f32) and their squared norms (f64).
+fn shift(x: &[f32], dim: usize, centre: &[f64]) -> (Vec<f32>, Vec<f64>) {
+    let shifted: Vec<f32> =
+        x.chunks_exact(dim).flat_map(|r| r.iter().zip(centre).map(|(&v, c)| (v as f64 - c) as f32)).collect();
+    let norms = shifted.chunks_exact(dim).map(|r| r.iter().map(|&v| v as f64 * v as f64).sum()).collect();
+    (shifted, norms)
+}
 
+impl Side<'_> {
     fn row(&self, i: usize, dim: usize) -> &[f32] {
         &self.x[i * dim..(i + 1) * dim]
     }
@@ -445,7 +446,7 @@ fn knn_radii2(s: &Side, dim: usize, k: usize, margin: Margin) -> Vec<f64> {
         .map(|&i0| {
             let rows = PR_ROWS.min(n - i0);
             let mut buf = vec![0.0f32; rows * n];
-            abt(rows, n, dim, &s.shifted[i0 * dim..], &s.shifted, &mut buf, 1.0);
+            abt(rows, n, dim, &s.shifted[i0 * dim..], s.shifted, &mut buf, 1.0);
             let mut out = Vec::with_capacity(rows);
             let mut best = vec![f64::INFINITY; k];
             for (r, dots) in buf.chunks_exact(n).enumerate() {
@@ -495,27 +496,66 @@ fn knn_radii2(s: &Side, dim: usize, k: usize, margin: Margin) -> Vec<f64> {
 /// Panics if `dim` or `k` is 0, a set's length is not a multiple of `dim`,
 /// or a set has k rows or fewer.
 pub fn precision_recall(real: &[f32], gen: &[f32], dim: usize, k: usize) -> PrecisionRecall {
-    let nr = rows_of(real, dim, "precision_recall (real features)");
+    precision_recall_against(real, &RealBalls::new(real, dim, k), gen)
+}
+
+/// The real side of [`precision_recall`], which does not depend on the
+/// generated features: the real mean, the rows shifted by it and their
+/// norms, and each real row's k-NN radius.  Built once per real set.
+pub struct RealBalls {
+    dim: usize,
+    k: usize,
+    centre: Vec<f64>,
+    shifted: Vec<f32>,
+    norms: Vec<f64>,
+    rho: Vec<f64>,
+    finite: bool,
+}
+
+impl RealBalls {
+    /// Panics as [`precision_recall`] does on the real set.
+    pub fn new(real: &[f32], dim: usize, k: usize) -> RealBalls {
+        let nr = rows_of(real, dim, "precision_recall (real features)");
+        assert!(k >= 1, "precision_recall: k is 0");
+        assert!(
+            nr > k,
+            "precision_recall: {nr} real feature vector(s); the {k}-th nearest neighbour needs more than {k}"
+        );
+        let finite = all_finite(real);
+        let mut centre = vec![0.0f64; dim];
+        let (mut shifted, mut norms, mut rho) = (Vec::new(), Vec::new(), Vec::new());
+        if finite {
+            for row in real.chunks_exact(dim) {
+                for (c, &v) in centre.iter_mut().zip(row) {
+                    *c += v as f64;
+                }
+            }
+            centre.iter_mut().for_each(|c| *c /= nr as f64);
+            (shifted, norms) = shift(real, dim, &centre);
+            rho = knn_radii2(&Side { x: real, shifted: &shifted, norms: &norms, n: nr }, dim, k, Margin::new(dim));
+        }
+        RealBalls { dim, k, centre, shifted, norms, rho, finite }
+    }
+}
+
+/// [`precision_recall`] of `gen` against the balls of `real` built once
+/// (`RealBalls::new(real, ..)`).
+pub fn precision_recall_against(real: &[f32], balls: &RealBalls, gen: &[f32]) -> PrecisionRecall {
+    let (dim, k) = (balls.dim, balls.k);
+    let nr = real.len() / dim;
     let ng = rows_of(gen, dim, "precision_recall (generated features)");
-    assert!(k >= 1, "precision_recall: k is 0");
-    assert!(nr > k, "precision_recall: {nr} real feature vector(s); the {k}-th nearest neighbour needs more than {k}");
     assert!(
         ng > k,
         "precision_recall: {ng} generated feature vector(s); the {k}-th nearest neighbour needs more than {k}"
     );
-    if !all_finite(real) || !all_finite(gen) {
+    if !balls.finite || !all_finite(gen) {
         return PrecisionRecall { precision: f64::NAN, recall: f64::NAN, k };
     }
-    let mut centre = vec![0.0f64; dim];
-    for row in real.chunks_exact(dim) {
-        for (c, &v) in centre.iter_mut().zip(row) {
-            *c += v as f64;
-        }
-    }
-    centre.iter_mut().for_each(|c| *c /= nr as f64);
-    let (r, g) = (Side::new(real, dim, &centre), Side::new(gen, dim, &centre));
+    let r = Side { x: real, shifted: &balls.shifted, norms: &balls.norms, n: nr };
+    let (g_shifted, g_norms) = shift(gen, dim, &balls.centre);
+    let g = Side { x: gen, shifted: &g_shifted, norms: &g_norms, n: ng };
     let margin = Margin::new(dim);
-    let (rho_r, rho_g) = (knn_radii2(&r, dim, k, margin), knn_radii2(&g, dim, k, margin));
+    let (rho_r, rho_g) = (&balls.rho, knn_radii2(&g, dim, k, margin));
     // Blocks of generated rows against every real row: a generated row is
     // inside when some real ball holds it, and marks each real row its own
     // ball holds.
@@ -525,7 +565,7 @@ pub fn precision_recall(real: &[f32], gen: &[f32], dim: usize, k: usize) -> Prec
         .map(|&i0| {
             let rows = PR_ROWS.min(ng - i0);
             let mut buf = vec![0.0f32; rows * nr];
-            abt(rows, nr, dim, &g.shifted[i0 * dim..], &r.shifted, &mut buf, 1.0);
+            abt(rows, nr, dim, &g.shifted[i0 * dim..], r.shifted, &mut buf, 1.0);
             let mut covered = vec![false; nr];
             let mut inside = 0usize;
             for (q, dots) in buf.chunks_exact(nr).enumerate() {

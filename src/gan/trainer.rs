@@ -99,7 +99,11 @@ pub fn game_of(cfg: &Config) -> Result<Game> {
 
 /// The game and backend setup a config describes: opens the dataset.
 pub fn setup(cfg: &Config) -> Result<Setup> {
-    let data = crate::data::open(&cfg.data)?;
+    setup_with(cfg, crate::data::open(&cfg.data)?)
+}
+
+/// The game and backend setup a config describes, on `data` (already open).
+pub fn setup_with(cfg: &Config, data: std::sync::Arc<dyn crate::data::Dataset>) -> Result<Setup> {
     let game = game(cfg, data.shape())?;
     Ok(Setup {
         game,

@@ -285,9 +285,11 @@ pub fn eigs(op: &mut dyn Operator, o: &Options) -> Result<Spectrum> {
             s.norm()
         };
         let kk = k.min(cols);
-        let right = first_k(&values, kk, by_real);
-        let large = first_k(&values, kk, by_modulus);
-        let converged = right.iter().chain(&large).all(|&j| estimate(j) <= o.tol * scale);
+        // Every Ritz value in each order; the wanted are the first kk.
+        let order_r = first_k(&values, cols, by_real);
+        let order_l = first_k(&values, cols, by_modulus);
+        let (right, large) = (&order_r[..kk], &order_l[..kk]);
+        let converged = right.iter().chain(large).all(|&j| estimate(j) <= o.tol * scale);
         let next_cost = (m - (2 * kk + 2).min(m - 1)) + 4 * kk;
         if converged || whole || matvecs + next_cost > o.max_matvecs {
             return finish(
@@ -295,8 +297,8 @@ pub fn eigs(op: &mut dyn Operator, o: &Options) -> Result<Spectrum> {
                 &basis[..cols],
                 &values,
                 &y,
-                &right,
-                &large,
+                right,
+                large,
                 o,
                 matvecs,
                 restarts,
@@ -307,8 +309,6 @@ pub fn eigs(op: &mut dyn Operator, o: &Options) -> Result<Spectrum> {
         // rightmost and the next largest, with their conjugates, up to
         // about half the basis plus k.
         let p_max = (m / 2 + kk).max(2 * kk + 2).min(m.saturating_sub(2)).max(1);
-        let order_r = first_k(&values, cols, by_real);
-        let order_l = first_k(&values, cols, by_modulus);
         let mut chosen: Vec<usize> = Vec::new();
         let mut dims = 0;
         for idx in order_r.iter().zip(&order_l).flat_map(|(a, b)| [*a, *b]) {

@@ -78,14 +78,6 @@ impl<T: Float> Field<T> {
         self.layout.n_disc + self.layout.n_gen
     }
 
-    pub fn n_disc(&self) -> usize {
-        self.layout.n_disc
-    }
-
-    pub fn eta(&self) -> f64 {
-        self.game.eta
-    }
-
     /// out = F(theta), theta = (θ_D, θ_G).
     pub fn eval(&mut self, theta: &[T], out: &mut [T]) {
         assert!(theta.len() == self.dim() && out.len() == self.dim(), "field: wrong length");

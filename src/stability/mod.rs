@@ -19,6 +19,12 @@ use crate::error::Result;
 pub use arnoldi::{Options, Spectrum};
 pub use field::{Field, Jacobian};
 
+/// The learning rate of the discrete map θ + lr·F(θ): the optimizer's, or
+/// the larger of the two networks' when they differ.
+pub fn map_lr(cfg: &crate::config::Config) -> f64 {
+    cfg.discriminator_lr().max(cfg.generator_lr())
+}
+
 /// One estimate: what `lockstep stability` prints as a JSON line.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
