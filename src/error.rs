@@ -1,8 +1,9 @@
 //! One error type for the whole crate.
 //!
-//! Errors fall in two classes that map to exit codes: bad input from the
-//! user (a config, a flag, a checkpoint or a dataset; exit code 2) and
-//! failures of the run itself (I/O, a backend; exit code 1).  Every message is
+//! Errors fall in classes that map to exit codes: bad input from the user
+//! (a config, a flag, a checkpoint or a dataset; exit code 2), failures of
+//! the run itself (I/O, a backend; exit code 1), and a worker the
+//! coordinator evicted (exit code 3, so that a supervisor can tell it).  Every message is
 //! one line that names what is wrong and, where possible, how to fix it.
 
 use std::path::Path;
@@ -15,6 +16,9 @@ pub enum Error {
     /// The run failed for a reason that is not the user's input.  Exit code 1.
     #[error("{0}")]
     Runtime(String),
+    /// The coordinator evicted this worker (the message says why and what to do).  Exit code 3.
+    #[error("{0}")]
+    Evicted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,6 +42,7 @@ impl Error {
         match self {
             Error::Input(_) => 2,
             Error::Runtime(_) => 1,
+            Error::Evicted(_) => 3,
         }
     }
 }

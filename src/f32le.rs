@@ -50,6 +50,11 @@ pub(crate) fn copy_into(b: &[u8], out: &mut [f32]) {
     }
 }
 
+/// The floats of `b` (whole floats only).
+pub fn iter(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
 /// The index and value of the first non-finite float in `b` (whole floats only).
 pub fn first_non_finite(b: &[u8]) -> Option<(usize, f32)> {
     // All exponent bits set: inf or NaN.  Blocks are scanned without early

@@ -104,10 +104,65 @@ pub mod names {
     pub const REGULARIZER: &str = "lockstep_regularizer";
     pub const LOSS_SCALE: &str = "lockstep_loss_scale";
     pub const CHECKPOINT_DURATION: &str = "lockstep_checkpoint_duration_seconds";
+    /// Phase answers whose int64 sums were quantised with a guessed scale
+    /// that the run-wide maxima did not confirm (sent again: `gan::reduce`).
+    pub const FIXED_POINT_RETRIES: &str = "lockstep_fixed_point_retries_total";
     /// max Re λ of the game Jacobian's computed eigenvalues (`log.stability_every`).
     pub const JACOBIAN_ABSCISSA: &str = "lockstep_jacobian_spectral_abscissa";
     /// max |1 + lr·λ| over them: the linearised gradient step's spectral radius.
     pub const JACOBIAN_RADIUS: &str = "lockstep_jacobian_discrete_radius";
+}
+
+/// Describes every series (HELP text and unit), so that `promtool check
+/// metrics` on a scrape prints nothing.  Called once the recorder is
+/// installed (descriptions go to the installed recorder).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use names as n;
+    describe_histogram!(
+        n::STEP_DURATION,
+        Unit::Seconds,
+        "Seconds of a training step (phase=step) and of its parts (one, two, optimizer), on the coordinator"
+    );
+    describe_histogram!(
+        n::WORKER_COMPUTE,
+        Unit::Seconds,
+        "Seconds a worker computed a phase, measured before any synchronization (stragglers show here)"
+    );
+    describe_counter!(
+        n::COMM_BYTES,
+        Unit::Bytes,
+        "Bytes of messages the coordinator sent to and received from workers"
+    );
+    describe_counter!(n::SAMPLES, Unit::Count, "Training samples processed (minibatch size times steps)");
+    describe_counter!(n::STEPS, Unit::Count, "Training steps taken, skipped ones included");
+    describe_counter!(n::SKIPPED, Unit::Count, "Steps skipped because a value was not finite, by reason");
+    describe_gauge!(n::WORKERS, Unit::Count, "Workers computing the current step");
+    describe_counter!(n::EVICTED, Unit::Count, "Workers evicted (lost, late, or refused for a bad message)");
+    describe_gauge!(n::VALUE, Unit::Count, "V, the game's value on the last step's minibatch (dimensionless)");
+    describe_gauge!(n::GRAD_NORM, Unit::Count, "L2 norm of the last step's gradient, by player (dimensionless)");
+    describe_gauge!(
+        n::REGULARIZER,
+        Unit::Count,
+        "||grad_D V||^2 on the last step's minibatch, the penalty eta multiplies"
+    );
+    describe_gauge!(n::LOSS_SCALE, Unit::Count, "The fp16 loss scale of the last step (1 on fp32 backends)");
+    describe_histogram!(n::CHECKPOINT_DURATION, Unit::Seconds, "Seconds to write a checkpoint (write, fsync, rename)");
+    describe_counter!(
+        n::FIXED_POINT_RETRIES,
+        Unit::Count,
+        "Worker answers whose fixed-point sums had a guessed scale the run-wide maxima did not confirm (asked again)"
+    );
+    describe_gauge!(
+        n::JACOBIAN_ABSCISSA,
+        Unit::Count,
+        "Largest real part of the game Jacobian's computed eigenvalues at the last estimate (negative: locally stable)"
+    );
+    describe_gauge!(
+        n::JACOBIAN_RADIUS,
+        Unit::Count,
+        "Largest |1 + lr*lambda| over those eigenvalues: the linearised gradient step's spectral radius"
+    );
 }
 
 /// Serves Prometheus metrics on `addr` (e.g. 0.0.0.0:9100) at any path.
@@ -125,5 +180,7 @@ pub fn serve_prometheus(addr: &str) -> Result<()> {
         .set_buckets(&buckets)
         .map_err(|e| Error::runtime(format!("metrics buckets: {e}")))?
         .install()
-        .map_err(|e| Error::input(format!("--metrics-listen {addr}: cannot serve metrics there: {e}")))
+        .map_err(|e| Error::input(format!("--metrics-listen {addr}: cannot serve metrics there: {e}")))?;
+    describe();
+    Ok(())
 }

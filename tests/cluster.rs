@@ -235,8 +235,19 @@ fn a_stalled_worker_misses_the_phase_deadline_and_is_evicted() {
     assert!(c.status.success(), "coordinator: {err}");
     assert!(err.contains("missed the 2 s deadline") && err.contains("evicted worker"), "{err}");
     let _ = stop("-CONT");
-    let _ = w2.kill();
-    let _ = w2.wait();
+    // Told why, the evicted worker exits 3 on its own (it does not pass for finished).
+    let t = std::time::Instant::now();
+    while w2.try_wait().unwrap().is_none() && t.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if w2.try_wait().unwrap().is_none() {
+        let _ = w2.kill();
+    }
+    let o = finish(w2);
+    let werr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "the evicted worker: {werr}");
+    assert!(werr.contains("evicted this worker at step") && werr.contains("missed the 2 s deadline"), "{werr}");
+    assert!(werr.contains("start it again") && !werr.contains("training finished"), "{werr}");
     assert!(finish(w1).status.success());
     assert_eq!(params(&local), params(&run));
     std::fs::remove_dir_all(&d).unwrap();

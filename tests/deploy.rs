@@ -22,6 +22,7 @@ const EXPORTED: &[&str] = &[
     names::CHECKPOINT_DURATION,
     names::JACOBIAN_ABSCISSA,
     names::JACOBIAN_RADIUS,
+    names::FIXED_POINT_RETRIES,
 ];
 
 /// Every `lockstep_...` identifier in `text`.

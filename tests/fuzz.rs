@@ -349,20 +349,25 @@ fn mutated_png_files_are_refused_or_decoded() {
 
 #[test]
 fn mutated_results_are_validated_without_panics() {
-    let want = validate::Expected { request_id: 7, step: 12, phase: 1, first_chunk: 0, chunks: 2, width: 5 };
+    let want = validate::Expected { request_id: 7, step: 12, phase: 1, blocks: 3, width: 5 };
     let good = proto::PhaseResult {
         request_id: 7,
         step: 12,
         phase: 1,
-        partials: lockstep::f32le::encode(&[1.0f32; 5]),
-        folded: true,
+        maxima: lockstep::f32le::encode(&[1.0f32, 0.0, f32::INFINITY]),
+        fixed: vec![3; 40],
         ..Default::default()
     };
-    let errored = proto::PhaseResult { error: "x".repeat(2000), partials: Vec::new(), ..good.clone() };
+    let errored = proto::PhaseResult { error: "x".repeat(2000), maxima: Vec::new(), ..good.clone() };
     let seeds = vec![good.encode_to_vec(), errored.encode_to_vec()];
     run("PhaseResult", cases(3000), &seeds, |b| match proto::PhaseResult::decode(b) {
         Err(_) => false,
         Ok(r) => validate::validate_result(&r, &want).is_ok(),
+    });
+    let sum = proto::SumResult { request_id: 7, step: 12, phase: 1, fixed: vec![7; 40], ..Default::default() };
+    run("SumResult", cases(2000), &[sum.encode_to_vec()], |b| match proto::SumResult::decode(b) {
+        Err(_) => false,
+        Ok(r) => validate::validate_sum(&r, &want).is_ok(),
     });
     let step_want = validate::StepExpected { request_id: 3, step: 9, speculative: true };
     let step_good = proto::StepResult {
@@ -414,6 +419,18 @@ fn a_worker_answers_mutated_requests_with_errors_not_panics() {
     let mut w =
         lockstep::dist::worker::Replica::from_welcome(&welcome, lockstep::backend::BackendSpec::cpu(), None).unwrap();
     let game = lockstep::gan::trainer::game_of(&cfg).unwrap();
+    // The training state first (as the coordinator hands it over).
+    let init = lockstep::gan::trainer::TrainState::init(&cfg, &game);
+    let e = lockstep::f32le::encode;
+    w.load(&proto::State {
+        generator: e(&init.gen),
+        discriminator: e(&init.disc),
+        gen_m: e(&init.opt_gen.m),
+        gen_v: e(&init.opt_gen.v),
+        disc_m: e(&init.opt_disc.m),
+        disc_v: e(&init.opt_disc.v),
+        ..Default::default()
+    });
     let v = lockstep::f32le::encode(&vec![0.1f32; game.disc.n_params]);
     let req = |phase: i32| proto::PhaseRequest {
         request_id: 1,
@@ -425,12 +442,22 @@ fn a_worker_answers_mutated_requests_with_errors_not_panics() {
         with_gen_grad: true,
         v: if phase == 2 { v.clone() } else { Vec::new() },
         loss_scale: 1.0,
+        want_digest: phase == 1,
+        maxima_hint: Vec::new(),
     };
     let seeds = vec![req(1).encode_to_vec(), req(2).encode_to_vec()];
     let w = std::sync::Mutex::new(&mut w);
     run("PhaseRequest (worker)", cases(1000), &seeds, |b| match proto::PhaseRequest::decode(b) {
         Err(_) => false,
         Ok(r) => w.lock().unwrap().answer(&r).error.is_empty(),
+    });
+    // Mutated SumRequests for the rows of a phase 1 it answered.
+    let answered = w.lock().unwrap().answer(&req(1));
+    assert!(answered.error.is_empty(), "{}", answered.error);
+    let sum = proto::SumRequest { request_id: 2, step: 0, phase: 1, maxima: answered.maxima };
+    run("SumRequest (worker)", cases(1000), &[sum.encode_to_vec()], |b| match proto::SumRequest::decode(b) {
+        Err(_) => false,
+        Ok(r) => w.lock().unwrap().sum(&r).error.is_empty(),
     });
     // A mutated Welcome: its config is parsed and checked like any other.
     let seeds = vec![welcome.encode_to_vec()];

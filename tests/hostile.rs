@@ -139,10 +139,8 @@ async fn fake_worker(
                 replica = Some(Replica::from_welcome(&w, BackendSpec::cpu(), None).unwrap());
                 worker_message::Kind::Ready(proto::Ready { dataset_digest: w.dataset_digest })
             }
-            Kind::Params(p) => {
-                replica.as_mut().expect("Welcome first").set_params(&p).unwrap();
-                continue;
-            }
+            // Workers step their own replicas: no weights travel after the join.
+            Kind::Params(_) => panic!("the coordinator sent Params after the join"),
             Kind::Load(st) => {
                 replica.as_mut().expect("Welcome first").load(&st);
                 continue;
@@ -161,6 +159,11 @@ async fn fake_worker(
             }),
             Kind::Store(req) => {
                 worker_message::Kind::State(replica.as_mut().expect("Welcome first").store(req.request_id))
+            }
+            Kind::Sum(req) => worker_message::Kind::Sum(replica.as_mut().expect("Welcome first").sum(&req)),
+            Kind::Update(u) => {
+                replica.as_mut().expect("Welcome first").apply(&u);
+                continue;
             }
         };
         let mut answer = answer;
@@ -181,9 +184,9 @@ async fn connect_retrying(url: &str) -> tonic::transport::Channel {
     }
 }
 
-/// Sets float `i` of a result's partials to `x`.
-fn set_float(r: &mut proto::PhaseResult, i: usize, x: f32) {
-    r.partials[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
+/// Sets block `i`'s maximum in a result to `x`.
+fn set_max(r: &mut proto::PhaseResult, i: usize, x: f32) {
+    r.maxima[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
 }
 
 type Spoil = fn(&mut proto::PhaseResult);
@@ -216,14 +219,14 @@ fn bad_results_get_a_status_and_the_run_ends_where_an_undisturbed_one_does() {
     common::wait_for_step(&run, 100);
 
     let cases: [(Spoil, tonic::Code, &[&str]); 4] = [
-        // A tensor of the wrong size.
-        (|r| r.partials.truncate(r.partials.len() - 40), tonic::Code::InvalidArgument, &["partials hold", "expected"]),
+        // Maxima of the wrong size.
+        (|r| r.maxima.truncate(r.maxima.len() - 4), tonic::Code::InvalidArgument, &["maxima hold", "expected"]),
         // An answer for the step before.
         (|r| r.step -= 1, tonic::Code::FailedPrecondition, &["(stale), expected"]),
-        // A NaN gradient without the overflow flag.
-        (|r| set_float(r, 0, f32::NAN), tonic::Code::InvalidArgument, &["NaN at float 0", "without overflow set"]),
+        // A NaN maximum (a non-finite value is +inf).
+        (|r| set_max(r, 0, f32::NAN), tonic::Code::InvalidArgument, &["maxima hold NaN at block 0", "+inf"]),
         // 100 MiB: over the coordinator's message size limit.
-        (|r| r.partials = vec![0; 100 << 20], tonic::Code::OutOfRange, &["too large: found 10485", "the limit is"]),
+        (|r| r.maxima = vec![0; 100 << 20], tonic::Code::OutOfRange, &["too large: found 10485", "the limit is"]),
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (spoil, code, words) in cases {
@@ -262,12 +265,11 @@ fn a_declared_overflow_skips_the_step_and_keeps_the_worker() {
         // Phase 1 of step 20 overflows (as fp16 under loss scaling would);
         // the replica then finds phase 2's v non-finite and flags it itself.
         if r.step == 20 && r.phase == proto::Phase::One as i32 {
-            for i in 0..r.partials.len() / 4 {
-                set_float(r, i, f32::INFINITY);
+            for i in 0..r.maxima.len() / 4 {
+                set_max(r, i, f32::INFINITY);
             }
-            r.overflow = true;
         }
-        overflows += usize::from(r.overflow);
+        overflows += usize::from(lockstep::f32le::iter(&r.maxima).any(|m| m.is_infinite()));
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ended = rt.block_on(fake_worker(format!("http://127.0.0.1:{port}"), phase_results(spoil), no_skip));

@@ -35,6 +35,26 @@ fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
     *m.get(key).unwrap_or_else(|| panic!("no series {key} in {:?}", m.keys().collect::<Vec<_>>()))
 }
 
+/// `promtool check metrics` prints nothing for `text` (every series has
+/// HELP text, units, names as Prometheus wants them).  Skips, saying why,
+/// without promtool (.ci/run installs it).
+fn promtool_accepts(text: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIPPED promtool check metrics: promtool is not installed (apt-get install prometheus)");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\non:\n{text}");
+}
+
 #[test]
 fn a_running_trainer_serves_its_metrics() {
     let port = free_port();
@@ -77,7 +97,9 @@ fn a_running_trainer_serves_its_metrics() {
         std::thread::sleep(Duration::from_millis(50));
     };
     std::thread::sleep(Duration::from_millis(300));
-    let second = parse(&scrape(port).expect("second scrape"));
+    let text = scrape(port).expect("second scrape");
+    promtool_accepts(&text);
+    let second = parse(&text);
     child.kill().unwrap();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -104,9 +126,59 @@ fn a_running_trainer_serves_its_metrics() {
         }
         let sent = get(m, "lockstep_comm_bytes_total{direction=\"sent\"}");
         let received = get(m, "lockstep_comm_bytes_total{direction=\"received\"}");
-        // At least the parameters go to each of 2 workers every step.
+        // At least the gradients (phase 2's v, the generator's) go to each of 2 workers every step.
         assert!(sent > steps * 2.0 * 4.0 * 1000.0, "sent {sent} for {steps} steps");
         assert!(received > 0.0);
     }
     assert!(get(&second, "lockstep_steps_total") > get(&first, "lockstep_steps_total"));
+}
+
+/// The coordinator and a worker process each serve their series, every one
+/// described: `promtool check metrics` prints nothing for either scrape.
+#[test]
+fn coordinator_and_worker_scrapes_pass_promtool() {
+    let (cport, wport, gport) = (free_port(), free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("lockstep-metrics-cw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bin = env!("CARGO_BIN_EXE_lockstep");
+    let mut coord = Command::new(bin)
+        .args(["coordinator", "--quiet", "--config", "tests/data/tiny-ring.toml", "--steps", "1000000"])
+        .args(["--min-workers", "2", "--listen", &format!("127.0.0.1:{gport}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{cport}"), "--out"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{gport}");
+    let mut workers: Vec<std::process::Child> = [Some(wport), None]
+        .into_iter()
+        .map(|m| {
+            let mut c = Command::new(bin);
+            c.args(["worker", "--coordinator", &url, "--backend", "cpu"]);
+            if let Some(p) = m {
+                c.args(["--metrics-listen", &format!("127.0.0.1:{p}")]);
+            }
+            c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        })
+        .collect();
+    let t = Instant::now();
+    let (c, w) = loop {
+        let c = scrape(cport).filter(|b| parse(b).get("lockstep_steps_total").is_some_and(|&s| s >= 20.0));
+        let w = scrape(wport).filter(|b| b.contains("lockstep_worker_compute_seconds"));
+        if let (Some(c), Some(w)) = (c, w) {
+            break (c, w);
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no metrics after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = coord.kill();
+    let _ = coord.wait();
+    for w in workers.iter_mut() {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    promtool_accepts(&c);
+    promtool_accepts(&w);
 }

@@ -1,8 +1,8 @@
 //! The compute backends behind one interface.  A backend owns a replica of
 //! both networks and computes, for a shard (a run of whole chunks of the
 //! minibatch), the two phases of a step as per-chunk partial sums (see
-//! `gan::phases::PartialLayout`); the caller reduces them in chunk order and
-//! runs the optimizer on fp32 master weights.  The CPU backend is the
+//! `gan::phases::PartialLayout`); the caller reduces them exactly
+//! (`gan::reduce`) and runs the optimizer on fp32 master weights.  The CPU backend is the
 //! reference; a CUDA backend keeps device buffers, a stream and fp16 copies
 //! behind the same calls (`cuda`).
 
@@ -113,18 +113,60 @@ pub trait Backend: Send {
     fn finish(&mut self, _out: &mut [f32]) -> Result<()> {
         Err(Error::runtime("finish without a started phase"))
     }
-    /// Whether the last phase wrote only the first row of `out`: the
-    /// shard's rows already added in chunk order (a remote worker whose
-    /// shard starts at chunk 0 sends that, `wire::pack_folded`).  The rest
-    /// of `out` is then stale, and the caller reduces the first row alone.
-    fn folded(&self) -> bool {
+    /// Some when the last phase's rows stayed where they were computed (a
+    /// remote worker's): the shard's block maxima over the phase's result
+    /// columns (`gan::reduce::FixedPoint::blocks_of`).  The caller then
+    /// sends the run-wide maxima (`start_sum`) and adds the shard's one row
+    /// of integer sums (`finish_sum`) instead of reading rows from `out`.
+    fn shard_maxima(&self) -> Option<&[f32]> {
+        None
+    }
+    /// Hands over the run-wide maxima of the last phase.
+    fn start_sum(&mut self, _maxima: &[f32]) -> Result<()> {
+        Err(Error::runtime("start_sum on a backend whose rows are local"))
+    }
+    /// Waits for the shard's integer sums over the phase's result columns
+    /// and adds them into `acc` (wrapping).
+    fn finish_sum(&mut self, _acc: &mut [i64]) -> Result<()> {
+        Err(Error::runtime("finish_sum on a backend whose rows are local"))
+    }
+    /// Whether this backend steps its own replica from the reduced gradients
+    /// (a remote worker among several): it is handed the whole state when it
+    /// joins (`DeviceStep::load`, through `device_step`) and then every
+    /// applied update (`apply`) instead of the parameters after every step.
+    fn steps_itself(&self) -> bool {
         false
     }
+    /// An applied update's reduced gradients, for a backend that steps itself.
+    fn apply(&mut self, _u: &GradUpdate<'_>) -> Result<()> {
+        Err(Error::runtime("apply on a backend that does not step itself"))
+    }
+    /// The digest (`gan::trainer::params_digest`) the parameters of the
+    /// next phase 1 must have: a backend that steps itself checks its
+    /// replica against it (every `gan::trainer::DIGEST_EVERY` steps).
+    fn expect_digest(&mut self, _digest: [u8; 32]) {}
+    /// The trainer evicts this backend (`why`, one line): a remote worker
+    /// is told, so that it exits saying why instead of as if training had
+    /// finished.
+    fn evicted(&mut self, _why: &str) {}
     /// The whole step run by the backend itself, when it can (the CUDA
     /// backend: one CUDA graph per step); see `DeviceStep`.
     fn device_step(&mut self) -> Option<&mut dyn DeviceStep> {
         None
     }
+}
+
+/// An optimizer update as the gradients it applies (`Backend::apply`).
+#[derive(Debug, Clone, Copy)]
+pub struct GradUpdate<'a> {
+    pub step: u64,
+    /// The reduced gradients; None: that player did not move.
+    pub gen: Option<&'a [f32]>,
+    pub disc: Option<&'a [f32]>,
+    /// The discriminator's gradient is the v of this step's phase 2.
+    pub disc_is_v: bool,
+    /// The optimizers' step counts (generator, discriminator) after it.
+    pub t: [u64; 2],
 }
 
 /// What the trainer hands a device-resident step: the step, the loss scale,

@@ -126,7 +126,7 @@ fn breakdown(before: &HashMap<String, f64>, after: &HashMap<String, f64>, steps:
         let total = |m: &HashMap<String, f64>| -> f64 {
             m.iter()
                 .filter(|(k, _)| {
-                    k.split_once('{').is_some_and(|(n, _)| n == name) && labels.iter().all(|l| k.contains(l))
+                    k.split_once('{').map_or(k.as_str(), |(n, _)| n) == name && labels.iter().all(|l| k.contains(l))
                 })
                 .map(|(_, v)| v)
                 .sum()
@@ -165,5 +165,6 @@ fn breakdown(before: &HashMap<String, f64>, after: &HashMap<String, f64>, steps:
         "other_ms": per_step(step - one - two - opt),
         "bytes_sent_per_step": bytes("sent").round(),
         "bytes_received_per_step": bytes("received").round(),
+        "fixed_point_retries": sum(n::FIXED_POINT_RETRIES, &[]),
     })
 }

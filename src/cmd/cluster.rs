@@ -130,7 +130,7 @@ pub fn run_worker(o: &WorkerOptions) -> Result<()> {
                 eprintln!("lockstep: the coordinator closed the session (training finished); worker exits");
                 return Ok(());
             }
-            Err(e @ Error::Input(_)) => return Err(e),
+            Err(e @ (Error::Input(_) | Error::Evicted(_))) => return Err(e),
             Err(e) => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > o.retry_for {

@@ -15,6 +15,7 @@ use super::{wire, worker};
 use crate::backend::{Backend, BackendSpec};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::gan::reduce::{Blocks, FixedPoint};
 use crate::gan::trainer;
 
 /// How long a phase may take before its worker counts as lost (the default
@@ -63,7 +64,7 @@ pub fn serve(cfg: &Config, listen: &str, access: Access, deadline: Duration) -> 
         .map_err(|e| Error::runtime(format!("cannot start the gRPC runtime: {e}")))?;
     let runtime = Arc::new(runtime);
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(listen))
+        .block_on(super::coordinator::listen(listen))
         .map_err(|e| Error::input(format!("--listen {listen}: cannot listen there: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::runtime(format!("listening address: {e}")))?;
     let lobby = Arc::new(Lobby::new(Driver::of(&runtime)));
@@ -71,8 +72,9 @@ pub fn serve(cfg: &Config, listen: &str, access: Access, deadline: Duration) -> 
     let data = crate::data::open(&cfg.data)?;
     let game = trainer::game(cfg, data.shape())?;
     let layout = game.layout();
-    let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), data.digest(), layout, deadline);
-    let max = wire::max_message_bytes(cfg, &game);
+    let fixed = FixedPoint::new(Blocks::of(&game), cfg.chunks());
+    let svc = CoordinatorService::new(lobby.clone(), cfg.to_toml(), data.digest(), layout, fixed, deadline);
+    let max = wire::max_message_bytes(&game);
     let service = CoordinatorServer::new(svc).max_decoding_message_size(max).max_encoding_message_size(max);
     let service = tonic::service::interceptor::InterceptedService::new(service, super::auth::Check::new(access.token));
     let mut builder = Server::builder();

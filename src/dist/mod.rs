@@ -17,5 +17,8 @@ pub mod proto {
     tonic::include_proto!("lockstep.v1");
 }
 
+/// How the status of an eviction (ABORTED) begins, for the worker to tell it.
+pub const EVICTED: &str = "evicted this worker";
+
 /// Bumped whenever the messages change meaning; a worker of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::f32le;
 use crate::gan::optim::Optimizer;
 use crate::gan::phases::{stat, PartialLayout};
+use crate::gan::reduce::FixedPoint;
 
 pub type Outbound = tmpsc::Sender<std::result::Result<proto::CoordinatorMessage, Status>>;
 
@@ -34,19 +35,37 @@ pub struct RemoteWorker {
     rx: Inbound,
     /// The runtime serving the session, driven while this waits.
     driver: Driver,
-    /// Where each quantity sits in a row of partial sums.
+    /// Where each quantity sits in a row of partial sums, and its blocks.
     layout: PartialLayout,
+    fixed: FixedPoint,
     deadline: Duration,
     next_request: u64,
     /// The shard of the last phase 1 (phase 2 continues it).
     last: Option<ShardTask>,
     /// Seconds the worker reported computing in the last phase.
     pub last_compute_seconds: f64,
-    /// The last result was folded into the shard's first row.
-    last_folded: bool,
-    /// The phase request awaiting its result: what the result must be, and
-    /// the columns it carries.
-    pending: Option<(validate::Expected, Vec<std::ops::Range<usize>>)>,
+    /// The phase request awaiting its result: what the result must be.
+    pending: Option<validate::Expected>,
+    /// The last phase's answer (the rows stay on the worker).
+    answered: Option<Answered>,
+    /// The run-wide maxima of every block at the last phase that had it
+    /// (the hint each request carries), and the hint the outstanding
+    /// request carried (by block of its columns).
+    hint: Vec<f32>,
+    sent_blocks: Vec<usize>,
+    sent_hint: Vec<f32>,
+    /// By block of the last answer: whose guessed scale did not hold (those
+    /// are asked for again; the others are used as sent).
+    again: Vec<bool>,
+    retries: metrics::Counter,
+    /// The SumRequest awaiting its answer.
+    pending_sum: Option<validate::Expected>,
+    /// The step whose phase 2 this worker was sent (its v is the step's grad_D).
+    v_step: Option<u64>,
+    /// The digest the next phase 1's parameters must have (`expect_digest`),
+    /// and the one the outstanding request asked for.
+    digest_next: Option<[u8; 32]>,
+    digest_pending: Option<[u8; 32]>,
     /// Whole steps: the request sent ahead, not yet answered.
     ahead: Option<Ahead>,
     /// Whole steps: the worker's figures for the last step's parts, and
@@ -58,15 +77,17 @@ pub struct RemoteWorker {
 }
 
 impl RemoteWorker {
+    /// The worker `id` that sent `join`, on the session `(tx, rx)`.
     pub fn new(
         id: u32,
         join: &proto::Join,
-        tx: Outbound,
-        rx: Inbound,
+        (tx, rx): (Outbound, Inbound),
         driver: Driver,
         layout: PartialLayout,
+        fixed: FixedPoint,
         deadline: Duration,
     ) -> RemoteWorker {
+        let blocks = fixed.blocks.len();
         RemoteWorker {
             id,
             backend: join.backend.clone(),
@@ -76,12 +97,22 @@ impl RemoteWorker {
             rx,
             driver,
             layout,
+            fixed,
             deadline,
             next_request: 1,
             last: None,
             last_compute_seconds: 0.0,
-            last_folded: false,
             pending: None,
+            answered: None,
+            hint: vec![0.0; blocks],
+            sent_blocks: Vec::new(),
+            sent_hint: Vec::new(),
+            again: Vec::new(),
+            retries: metrics::counter!(crate::telemetry::names::FIXED_POINT_RETRIES),
+            pending_sum: None,
+            v_step: None,
+            digest_next: None,
+            digest_pending: None,
             ahead: None,
             last_parts: None,
             profiled: ([0.0; 3], 0),
@@ -112,42 +143,70 @@ impl RemoteWorker {
     }
 
     /// Sends one phase request; `finish` waits for its result.
-    fn send_phase(&mut self, req: proto::PhaseRequest) -> Result<()> {
-        self.last_folded = false;
+    fn send_phase(&mut self, mut req: proto::PhaseRequest) -> Result<()> {
+        self.answered = None;
+        self.pending_sum = None;
+        self.digest_pending = None;
+        if req.phase == proto::Phase::One as i32 {
+            self.digest_pending = self.digest_next.take();
+            req.want_digest = self.digest_pending.is_some();
+        } else {
+            self.v_step = Some(req.step);
+        }
         let cols = wire::result_columns(&self.layout, req.phase == proto::Phase::Two as i32, req.with_gen_grad);
-        let want = validate::Expected::of(&req, &cols);
-        self.bytes_sent.increment(req.v.len() as u64 + 64);
+        let blocks = self.fixed.blocks_of(&cols);
+        let want = validate::Expected::of(&req, &cols, blocks.len());
+        self.sent_hint = blocks.iter().map(|&b| self.hint[b]).collect();
+        self.sent_blocks = blocks;
+        req.maxima_hint = f32le::encode(&self.sent_hint);
+        self.bytes_sent.increment((req.v.len() + req.maxima_hint.len()) as u64 + 64);
         self.send(Kind::Phase(req))?;
-        self.pending = Some((want, cols));
+        self.pending = Some(want);
         Ok(())
     }
 
-    /// Waits for the result of the phase request sent last and writes it
-    /// into `out`.  A result that does not fit the request is refused: the
+    /// Waits for the result of the phase request sent last: the shard's
+    /// block maxima.  A result that does not fit the request is refused: the
     /// worker gets the status on its stream, nothing of it is used, and the
     /// error evicts the worker.
-    fn receive_phase(&mut self, out: &mut [f32]) -> Result<()> {
-        let (want, cols) = self.pending.take().ok_or_else(|| Error::runtime("no phase request is outstanding"))?;
+    fn receive_phase(&mut self) -> Result<()> {
+        let want = self.pending.take().ok_or_else(|| Error::runtime("no phase request is outstanding"))?;
         let awaited = Awaited::Phase(want.step, want.phase);
         let res = match self.receive(awaited)? {
             worker_message::Kind::Result(r) => r,
             _ => return Err(self.wrong_kind(awaited, "PhaseResult")),
         };
-        self.bytes_received.increment(res.partials.len() as u64 + 64);
+        self.bytes_received.increment((res.maxima.len() + res.fixed.len()) as u64 + 64);
         match validate::validate_result(&res, &want) {
             Err(st) => Err(self.refuse(st)),
             Ok(Verdict::Failed(why)) => {
                 Err(Error::runtime(format!("worker {} failed step {}: {why}", self.id, want.step)))
             }
-            Ok(Verdict::Overflow) => {
-                self.last_compute_seconds = res.compute_seconds;
-                // +inf in every row: the trainer's non-finite check skips the step everywhere.
-                fill_columns(out, self.layout.stride(), &cols, f32::INFINITY);
-                Ok(())
-            }
             Ok(Verdict::Values) => {
+                if let Some(d) = self.digest_pending.take() {
+                    if res.params_digest != d {
+                        return Err(Error::runtime(format!(
+                            "worker {} ({}) holds other parameters than the coordinator at step {} (digest {} \
+                             against {}): its replica diverged, so it is evicted rather than trained on",
+                            self.id,
+                            self.device,
+                            want.step,
+                            hex(&res.params_digest),
+                            hex(&d)
+                        )));
+                    }
+                }
                 self.last_compute_seconds = res.compute_seconds;
-                self.unpack(&res, out, &cols)
+                let maxima: Vec<f32> = f32le::iter(&res.maxima).collect();
+                // The worker's guess, as it made it (`dist::worker::Replica::answer`).
+                let guess = maxima
+                    .iter()
+                    .zip(&self.sent_hint)
+                    .map(|(&m, &h)| if h.is_finite() && h > m { h } else { m })
+                    .collect();
+                let blocks = self.sent_blocks.clone();
+                self.answered = Some(Answered { maxima, guess, fixed: res.fixed, blocks, want });
+                Ok(())
             }
         }
     }
@@ -242,21 +301,23 @@ impl RemoteWorker {
         let _ = self.tx.try_send(Err(st));
         Error::runtime(msg)
     }
+}
 
-    /// Writes a validated result's columns into `out`.
-    fn unpack(&mut self, res: &proto::PhaseResult, out: &mut [f32], cols: &[std::ops::Range<usize>]) -> Result<()> {
-        let stride = self.layout.stride();
-        let what = format!("worker {} step {} partial sums", self.id, res.step);
-        if res.folded {
-            // One row: the shard's rows already added in chunk order (the
-            // trainer reduces that row alone; see `Backend::folded`).
-            wire::unpack_columns(&res.partials, &mut out[..stride], stride, cols, &what).map_err(Error::runtime)?;
-            self.last_folded = true;
-            Ok(())
-        } else {
-            wire::unpack_columns(&res.partials, out, stride, cols, &what).map_err(Error::runtime)
-        }
-    }
+/// A phase's answer: the shard's block maxima, the maxima its sums were
+/// quantised with (the worker's guess), the sums, and what a SumResult must
+/// be once asked for.
+struct Answered {
+    maxima: Vec<f32>,
+    guess: Vec<f32>,
+    fixed: Vec<u8>,
+    /// The blocks of the answer's columns (`FixedPoint::blocks_of`).
+    blocks: Vec<usize>,
+    want: validate::Expected,
+}
+
+/// A digest in hex (for messages).
+fn hex(b: &[u8]) -> String {
+    b.iter().take(8).map(|x| format!("{x:02x}")).collect::<String>() + "…"
 }
 
 /// What a message awaited answers (named in messages only when something goes wrong).
@@ -265,6 +326,7 @@ enum Awaited {
     /// Step, phase.
     Phase(u64, i32),
     Step(u64),
+    Sum(u64, i32),
     State,
 }
 
@@ -273,6 +335,7 @@ impl std::fmt::Display for Awaited {
         match self {
             Awaited::Phase(step, phase) => write!(f, "step {step}, phase {phase}"),
             Awaited::Step(step) => write!(f, "step {step} (a whole step)"),
+            Awaited::Sum(step, phase) => write!(f, "the sums of step {step}, phase {phase}"),
             Awaited::State => write!(f, "the request for the training state"),
         }
     }
@@ -283,15 +346,6 @@ struct Ahead {
     input: StepInput,
     with_gen_grad: bool,
     want: validate::StepExpected,
-}
-
-/// Sets `cols` of every row (`stride` floats each) to `x`.
-fn fill_columns(rows: &mut [f32], stride: usize, cols: &[std::ops::Range<usize>], x: f32) {
-    for r in rows.chunks_exact_mut(stride) {
-        for c in cols {
-            r[c.clone()].fill(x);
-        }
-    }
 }
 
 impl Backend for RemoteWorker {
@@ -314,8 +368,106 @@ impl Backend for RemoteWorker {
         Some(self.last_compute_seconds)
     }
 
-    fn folded(&self) -> bool {
-        self.last_folded
+    fn steps_itself(&self) -> bool {
+        true
+    }
+
+    fn apply(&mut self, u: &crate::backend::GradUpdate<'_>) -> Result<()> {
+        let from_v = u.disc_is_v && u.disc.is_some() && self.v_step == Some(u.step);
+        let upd = proto::Update {
+            step: u.step,
+            generator_grad: u.gen.map(f32le::encode).unwrap_or_default(),
+            discriminator_grad: if from_v { Vec::new() } else { u.disc.map(f32le::encode).unwrap_or_default() },
+            discriminator_from_v: from_v,
+            gen_t: u.t[0],
+            disc_t: u.t[1],
+        };
+        self.bytes_sent.increment((upd.generator_grad.len() + upd.discriminator_grad.len()) as u64 + 48);
+        self.send(Kind::Update(upd))
+    }
+
+    fn expect_digest(&mut self, digest: [u8; 32]) {
+        self.digest_next = Some(digest);
+    }
+
+    fn evicted(&mut self, why: &str) {
+        // Best effort: a session already ended with a refusal keeps that status.
+        let _ = self.tx.try_send(Err(Status::aborted(format!("{} {why}", super::EVICTED))));
+    }
+
+    fn shard_maxima(&self) -> Option<&[f32]> {
+        self.answered.as_ref().map(|a| a.maxima.as_slice())
+    }
+
+    /// The sums sent with the answer are used when the scales of its guess
+    /// are those of the run-wide `maxima`; else the worker is asked again.
+    fn start_sum(&mut self, maxima: &[f32]) -> Result<()> {
+        let a = self.answered.as_ref().ok_or_else(|| Error::runtime("start_sum without a phase answered"))?;
+        for (&b, &m) in a.blocks.iter().zip(maxima) {
+            self.hint[b] = m;
+        }
+        self.again = a.guess.iter().zip(maxima).map(|(&g, &m)| !self.fixed.same_scale(g, m)).collect();
+        if !self.again.contains(&true) {
+            return Ok(());
+        }
+        self.retries.increment(1);
+        let mut want = a.want;
+        want.width = a
+            .blocks
+            .iter()
+            .zip(&self.again)
+            .filter(|(_, &x)| x)
+            .map(|(&b, _)| self.fixed.blocks.columns(b).len())
+            .sum();
+        want.request_id = self.next_request;
+        self.next_request += 1;
+        let req = proto::SumRequest {
+            request_id: want.request_id,
+            step: want.step,
+            phase: want.phase,
+            maxima: f32le::encode(maxima),
+        };
+        self.bytes_sent.increment(req.maxima.len() as u64 + 32);
+        self.send(Kind::Sum(req))?;
+        self.pending_sum = Some(want);
+        Ok(())
+    }
+
+    fn finish_sum(&mut self, acc: &mut [i64]) -> Result<()> {
+        let Some(want) = self.pending_sum.take() else {
+            let a = self.answered.as_ref().ok_or_else(|| Error::runtime("finish_sum without a phase answered"))?;
+            wire::add_i64(&a.fixed, acc);
+            return Ok(());
+        };
+        let awaited = Awaited::Sum(want.step, want.phase);
+        let res = match self.receive(awaited)? {
+            worker_message::Kind::Sum(r) => r,
+            _ => return Err(self.wrong_kind(awaited, "SumResult")),
+        };
+        self.bytes_received.increment(res.fixed.len() as u64 + 32);
+        match validate::validate_sum(&res, &want) {
+            Err(st) => Err(self.refuse(st)),
+            Ok(Verdict::Failed(why)) => {
+                Err(Error::runtime(format!("worker {} failed the sums of step {}: {why}", self.id, want.step)))
+            }
+            Ok(Verdict::Values) => {
+                // The blocks sent again from the SumResult, the others as first sent.
+                let a = self.answered.as_ref().ok_or_else(|| Error::runtime("a SumResult without its answer"))?;
+                let (mut off, mut at) = (0, 0);
+                for (&b, &again) in a.blocks.iter().zip(&self.again) {
+                    let w = self.fixed.blocks.columns(b).len();
+                    let dst = &mut acc[off..off + w];
+                    if again {
+                        wire::add_i64(&res.fixed[at * 8..(at + w) * 8], dst);
+                        at += w;
+                    } else {
+                        wire::add_i64(&a.fixed[off * 8..(off + w) * 8], dst);
+                    }
+                    off += w;
+                }
+                Ok(())
+            }
+        }
     }
 
     fn device_step(&mut self) -> Option<&mut dyn DeviceStep> {
@@ -328,14 +480,15 @@ impl Backend for RemoteWorker {
         self.send(Kind::Params(proto::Params { step: 0, generator, discriminator }))
     }
 
-    fn phase1(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()> {
+    /// The rows stay on the worker: `out` is left alone (see `shard_maxima`).
+    fn phase1(&mut self, task: &ShardTask, _out: &mut [f32]) -> Result<()> {
         self.start(&PhaseWork::One(task.clone()))?;
-        self.receive_phase(out)
+        self.receive_phase()
     }
 
-    fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
+    fn phase2(&mut self, v: &[f32], _out: &mut [f32]) -> Result<()> {
         self.start(&PhaseWork::Two(v))?;
-        self.receive_phase(out)
+        self.receive_phase()
     }
 
     fn start(&mut self, work: &PhaseWork<'_>) -> Result<bool> {
@@ -363,14 +516,16 @@ impl Backend for RemoteWorker {
             with_gen_grad: one && task.with_gen_grad,
             v,
             loss_scale: task.loss_scale,
+            want_digest: false,
+            maxima_hint: Vec::new(),
         };
         self.next_request += 1;
         self.send_phase(req)?;
         Ok(true)
     }
 
-    fn finish(&mut self, out: &mut [f32]) -> Result<()> {
-        self.receive_phase(out)
+    fn finish(&mut self, _out: &mut [f32]) -> Result<()> {
+        self.receive_phase()
     }
 }
 

@@ -1,10 +1,10 @@
-//! The checks every PhaseResult passes before anything of it is used: it
-//! must answer the outstanding request (request id, step, phase), hold
-//! exactly the bytes the layout and the shard require, and hold finite
-//! values unless the worker declares an overflow.  A StepResult and a State
-//! (whole steps) pass the same kind of checks.  A message that fails is
-//! refused with a gRPC status naming the field, the expected and the
-//! received value.
+//! The checks every PhaseResult and SumResult passes before anything of it
+//! is used: it must answer the outstanding request (request id, step,
+//! phase) and hold exactly the bytes the layout requires; a PhaseResult's
+//! maxima must be numbers >= 0 (+inf marks a block with a non-finite
+//! value).  A StepResult and a State (whole steps) pass the same kind of
+//! checks.  A message that fails is refused with a gRPC status naming the
+//! field, the expected and the received value.
 
 use tonic::Status;
 
@@ -18,35 +18,26 @@ pub struct Expected {
     pub step: u64,
     /// `proto::Phase` as sent.
     pub phase: i32,
-    pub first_chunk: u32,
-    pub chunks: u32,
-    /// Floats per row of the result (the phase's columns).
+    /// Blocks of the result's columns (one maximum each).
+    pub blocks: usize,
+    /// Values of the result's columns (one int64 each in the SumResult).
     pub width: usize,
 }
 
 impl Expected {
-    /// What a result to `req` must look like, carrying the columns `cols`
-    /// of each row (`wire::result_columns`).
-    pub fn of(req: &proto::PhaseRequest, cols: &[std::ops::Range<usize>]) -> Expected {
+    /// What the results to `req` must look like, carrying the columns
+    /// `cols` (`wire::result_columns`) made of `blocks` blocks.
+    pub fn of(req: &proto::PhaseRequest, cols: &[std::ops::Range<usize>], blocks: usize) -> Expected {
         let width = cols.iter().map(|c| c.len()).sum();
-        Expected {
-            request_id: req.request_id,
-            step: req.step,
-            phase: req.phase,
-            first_chunk: req.first_chunk,
-            chunks: req.chunks,
-            width,
-        }
+        Expected { request_id: req.request_id, step: req.step, phase: req.phase, blocks, width }
     }
 }
 
 /// What a valid result says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Finite partial sums of the right size: use them.
+    /// The shard's block maxima (or, for a SumResult, its sums are the right size).
     Values,
-    /// The worker's values overflowed: the step is skipped everywhere.
-    Overflow,
     /// The worker could not compute the phase (its own words, shortened).
     Failed(String),
 }
@@ -57,107 +48,70 @@ const MAX_ERROR_CHARS: usize = 500;
 /// Checks `res` against the outstanding request; the status of a refusal
 /// names the field, the expected and the received value.
 pub fn validate_result(res: &proto::PhaseResult, want: &Expected) -> Result<Verdict, Status> {
-    check_ids(res, want)?;
+    let what = format!("PhaseResult for step {} phase {}", want.step, want.phase);
+    check_ids(&what, (res.request_id, res.step, res.phase), want)?;
     if !res.error.is_empty() {
-        return Ok(Verdict::Failed(res.error.chars().take(MAX_ERROR_CHARS).collect()));
+        return Ok(failed(&res.error));
     }
-    check_size(res, want)?;
+    check_len(&what, "maxima hold", res.maxima.len(), want.blocks, 4, "f32")?;
+    check_len(&what, "fixed holds", res.fixed.len(), want.width, 8, "int64")?;
+    if let Some((i, x)) = crate::f32le::iter(&res.maxima).enumerate().find(|(_, x)| x.is_nan() || *x < 0.0) {
+        return Err(Status::invalid_argument(format!(
+            "{what}: maxima hold {x} at block {i}; a maximum of |value| is a number >= 0 (+inf for a non-finite value)"
+        )));
+    }
     if !(res.compute_seconds.is_finite() && res.compute_seconds >= 0.0) {
         return Err(Status::invalid_argument(format!(
-            "{}: compute_seconds is {}, expected a finite number of seconds >= 0",
-            what(want),
+            "{what}: compute_seconds is {}, expected a finite number of seconds >= 0",
             res.compute_seconds
         )));
     }
-    if res.overflow {
-        return Ok(Verdict::Overflow);
-    }
-    check_finite(res, want)?;
     Ok(Verdict::Values)
 }
 
-/// "PhaseResult for step 12 phase 1", for messages.
-fn what(want: &Expected) -> String {
-    format!("PhaseResult for step {} phase {}", want.step, want.phase)
+/// Checks a SumResult against the outstanding SumRequest (same ids as its phase).
+pub fn validate_sum(res: &proto::SumResult, want: &Expected) -> Result<Verdict, Status> {
+    let what = format!("SumResult for step {} phase {}", want.step, want.phase);
+    check_ids(&what, (res.request_id, res.step, res.phase), want)?;
+    if !res.error.is_empty() {
+        return Ok(failed(&res.error));
+    }
+    check_len(&what, "fixed holds", res.fixed.len(), want.width, 8, "int64")?;
+    Ok(Verdict::Values)
+}
+
+fn failed(error: &str) -> Verdict {
+    Verdict::Failed(error.chars().take(MAX_ERROR_CHARS).collect())
 }
 
 /// The result answers the outstanding request: a stale or future step, an
 /// earlier request or another phase is refused.
-fn check_ids(res: &proto::PhaseResult, want: &Expected) -> Result<(), Status> {
-    if res.request_id != want.request_id {
+fn check_ids(what: &str, (request_id, step, phase): (u64, u64, i32), want: &Expected) -> Result<(), Status> {
+    if request_id != want.request_id {
         return Err(Status::failed_precondition(format!(
-            "{}: request_id is {}, expected {} (the outstanding request)",
-            what(want),
-            res.request_id,
+            "{what}: request_id is {request_id}, expected {} (the outstanding request)",
             want.request_id
         )));
     }
-    if res.step != want.step {
-        let age = if res.step < want.step { "stale" } else { "future" };
-        return Err(Status::failed_precondition(format!(
-            "{}: step is {} ({age}), expected {}",
-            what(want),
-            res.step,
-            want.step
-        )));
+    if step != want.step {
+        let age = if step < want.step { "stale" } else { "future" };
+        return Err(Status::failed_precondition(format!("{what}: step is {step} ({age}), expected {}", want.step)));
     }
-    if res.phase != want.phase {
-        return Err(Status::failed_precondition(format!(
-            "{}: phase is {}, expected {}",
-            what(want),
-            res.phase,
-            want.phase
-        )));
+    if phase != want.phase {
+        return Err(Status::failed_precondition(format!("{what}: phase is {phase}, expected {}", want.phase)));
     }
     Ok(())
 }
 
-/// The partials hold exactly one row per chunk, or one row when folded
-/// (allowed only for a shard that starts at chunk 0: only there does
-/// folding leave the chunk-order sums unchanged).
-fn check_size(res: &proto::PhaseResult, want: &Expected) -> Result<(), Status> {
-    if res.folded && want.first_chunk != 0 {
+/// `field` ("maxima hold", "fixed holds") has exactly `n` values of `size` bytes.
+fn check_len(what: &str, field: &str, len: usize, n: usize, size: usize, kind: &str) -> Result<(), Status> {
+    if len != n * size {
         return Err(Status::invalid_argument(format!(
-            "{}: folded is set but the shard starts at chunk {}; only a shard starting at chunk 0 may fold its rows",
-            what(want),
-            want.first_chunk
-        )));
-    }
-    let len = res.partials.len();
-    if len % 4 != 0 {
-        return Err(Status::invalid_argument(format!(
-            "{}: partials hold {len} bytes, not a multiple of 4 (little-endian f32)",
-            what(want)
-        )));
-    }
-    let (rows, shape) = if res.folded {
-        (1, format!("1 folded row × {} f32", want.width))
-    } else {
-        (want.chunks as usize, format!("{} chunks × {} f32", want.chunks, want.width))
-    };
-    let expected = rows * want.width * 4;
-    if len != expected {
-        return Err(Status::invalid_argument(format!(
-            "{}: partials hold {len} bytes, expected {expected} ({shape})",
-            what(want)
+            "{what}: {field} {len} bytes, expected {} ({n} {kind})",
+            n * size
         )));
     }
     Ok(())
-}
-
-/// Every value is finite (the worker did not declare an overflow).
-fn check_finite(res: &proto::PhaseResult, want: &Expected) -> Result<(), Status> {
-    let bad = crate::f32le::first_non_finite(&res.partials);
-    match bad {
-        None => Ok(()),
-        Some((i, x)) => Err(Status::invalid_argument(format!(
-            "{}: partials hold {x} at float {i} (row {}, column {}) without overflow set; \
-             a worker whose values overflow must set overflow",
-            what(want),
-            i / want.width.max(1),
-            i % want.width.max(1)
-        ))),
-    }
 }
 
 /// What the outstanding whole-step request lets its StepResult be.
@@ -282,7 +236,7 @@ mod tests {
     use super::*;
 
     fn want() -> Expected {
-        Expected { request_id: 7, step: 12, phase: 1, first_chunk: 4, chunks: 2, width: 3 }
+        Expected { request_id: 7, step: 12, phase: 1, blocks: 3, width: 10 }
     }
 
     fn good() -> proto::PhaseResult {
@@ -290,7 +244,8 @@ mod tests {
             request_id: 7,
             step: 12,
             phase: 1,
-            partials: crate::f32le::encode(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            maxima: crate::f32le::encode(&[1.0, 0.0, 3.0]),
+            fixed: vec![0; 80],
             compute_seconds: 0.5,
             ..Default::default()
         }
@@ -305,6 +260,9 @@ mod tests {
     #[test]
     fn a_fitting_result_passes() {
         assert_eq!(validate_result(&good(), &want()).unwrap(), Verdict::Values);
+        // +inf marks a block with a non-finite value: the step is skipped, the result is not refused.
+        let inf = proto::PhaseResult { maxima: crate::f32le::encode(&[1.0, f32::INFINITY, 3.0]), ..good() };
+        assert_eq!(validate_result(&inf, &want()).unwrap(), Verdict::Values);
     }
 
     #[test]
@@ -333,48 +291,40 @@ mod tests {
     }
 
     #[test]
-    fn partials_must_have_the_size_the_shard_requires() {
+    fn maxima_must_be_one_number_per_block() {
         use tonic::Code::InvalidArgument;
         let mut short = good();
-        short.partials.truncate(20);
+        short.maxima.truncate(8);
         let (c, m) = refusal(short);
         assert_eq!(c, InvalidArgument);
-        assert_eq!(m, "PhaseResult for step 12 phase 1: partials hold 20 bytes, expected 24 (2 chunks × 3 f32)");
-        let mut odd = good();
-        odd.partials.push(0);
-        assert!(refusal(odd).1.contains("25 bytes, not a multiple of 4"));
-        // Folding is only for a shard that starts at chunk 0 ...
-        let mut folded = good();
-        folded.folded = true;
-        folded.partials.truncate(12);
-        assert!(refusal(folded.clone()).1.contains("folded is set but the shard starts at chunk 4"));
-        // ... where it means one row.
-        let at_zero = Expected { first_chunk: 0, ..want() };
-        assert_eq!(validate_result(&folded, &at_zero).unwrap(), Verdict::Values);
-        folded.partials = good().partials;
-        let m = validate_result(&folded, &at_zero).unwrap_err();
-        assert!(m.message().contains("partials hold 24 bytes, expected 12 (1 folded row × 3 f32)"), "{m:?}");
-    }
-
-    #[test]
-    fn non_finite_values_need_the_overflow_flag() {
-        let mut nan = good();
-        nan.partials = crate::f32le::encode(&[1.0, 2.0, 3.0, 4.0, f32::NAN, 6.0]);
-        let (c, m) = refusal(nan.clone());
-        assert_eq!(c, tonic::Code::InvalidArgument);
-        assert!(m.contains("partials hold NaN at float 4 (row 1, column 1) without overflow set"), "{m}");
-        nan.overflow = true;
-        assert_eq!(validate_result(&nan, &want()).unwrap(), Verdict::Overflow);
-        // The size is checked even with overflow set.
-        nan.partials.truncate(4);
-        assert!(validate_result(&nan, &want()).is_err());
+        assert_eq!(m, "PhaseResult for step 12 phase 1: maxima hold 8 bytes, expected 12 (3 f32)");
+        let (_, m) = refusal(proto::PhaseResult { fixed: vec![0; 8], ..good() });
+        assert_eq!(m, "PhaseResult for step 12 phase 1: fixed holds 8 bytes, expected 80 (10 int64)");
+        for bad in [f32::NAN, -1.0, f32::NEG_INFINITY] {
+            let res = proto::PhaseResult { maxima: crate::f32le::encode(&[1.0, 2.0, bad]), ..good() };
+            let (c, m) = refusal(res);
+            assert_eq!(c, InvalidArgument);
+            assert!(m.contains(&format!("maxima hold {bad} at block 2")), "{m}");
+        }
         let inf = proto::PhaseResult { compute_seconds: f64::INFINITY, ..good() };
         assert!(refusal(inf).1.contains("compute_seconds is inf"));
     }
 
     #[test]
+    fn a_sum_must_answer_its_request_with_one_int64_per_value() {
+        let sum = proto::SumResult { request_id: 7, step: 12, phase: 1, fixed: vec![0; 80], ..Default::default() };
+        assert_eq!(validate_sum(&sum, &want()).unwrap(), Verdict::Values);
+        let m = validate_sum(&proto::SumResult { fixed: vec![0; 79], ..sum.clone() }, &want()).unwrap_err();
+        assert_eq!(m.message(), "SumResult for step 12 phase 1: fixed holds 79 bytes, expected 80 (10 int64)");
+        let m = validate_sum(&proto::SumResult { step: 11, ..sum.clone() }, &want()).unwrap_err();
+        assert_eq!(m.code(), tonic::Code::FailedPrecondition);
+        let failed = proto::SumResult { error: "no rows".into(), fixed: Vec::new(), ..sum };
+        assert_eq!(validate_sum(&failed, &want()).unwrap(), Verdict::Failed("no rows".into()));
+    }
+
+    #[test]
     fn a_worker_error_is_passed_on_shortened() {
-        let res = proto::PhaseResult { error: "x".repeat(10_000), partials: Vec::new(), ..good() };
+        let res = proto::PhaseResult { error: "x".repeat(10_000), maxima: Vec::new(), ..good() };
         match validate_result(&res, &want()).unwrap() {
             Verdict::Failed(m) => assert_eq!(m.len(), MAX_ERROR_CHARS),
             v => panic!("{v:?}"),

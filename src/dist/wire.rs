@@ -1,11 +1,9 @@
-//! Tensors on the wire (little-endian f32 in `bytes` fields, `crate::f32le`),
-//! the columns each phase's result carries, and the sizes that both ends set
-//! explicitly.
+//! Tensors on the wire (little-endian f32 in `bytes` fields, `crate::f32le`;
+//! a phase's integer sums as little-endian int64), the columns each phase's
+//! result carries, and the sizes that both ends set explicitly.
 
 use std::ops::Range;
 
-use crate::config::Config;
-use crate::f32le;
 use crate::gan::phases::{Game, PartialLayout};
 
 /// HTTP/2 flow-control windows (stream and connection), set on both ends.
@@ -17,12 +15,12 @@ pub const WINDOW_BYTES: u32 = 16 << 20;
 /// on loopback by about a quarter (README, "Distributed training").
 pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
-/// The largest message a run needs: a phase result with one row per chunk,
-/// or the parameters, plus room for the framing.
-pub fn max_message_bytes(cfg: &Config, game: &Game) -> usize {
+/// The largest message a run needs: the whole training state (parameters
+/// and moments), or one row of int64 sums, plus room for the framing.
+pub fn max_message_bytes(game: &Game) -> usize {
     let row = game.layout().stride();
-    let floats = (row * cfg.chunks()).max(game.gen.n_params + game.disc.n_params);
-    floats * 4 + (1 << 20)
+    let params = game.gen.n_params + game.disc.n_params;
+    (row * 8).max(params * 4 * 3) + (1 << 20)
 }
 
 /// The columns of a row of partial sums that a phase's result carries:
@@ -38,73 +36,18 @@ pub fn result_columns(layout: &PartialLayout, phase_two: bool, with_gen_grad: bo
     }
 }
 
-/// Packs `cols` of every row (`stride` floats each) into bytes.
-pub fn pack_columns(rows: &[f32], stride: usize, cols: &[Range<usize>]) -> Vec<u8> {
-    let width: usize = cols.iter().map(|c| c.len()).sum();
-    let mut b = Vec::with_capacity(rows.len() / stride * width * 4);
-    for r in rows.chunks_exact(stride) {
-        for c in cols {
-            f32le::extend(&mut b, &r[c.clone()]);
-        }
-    }
-    b
+/// One row of integer sums (`gan::reduce`) as little-endian int64.
+pub fn encode_i64(v: &[i64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Packs `cols` of the rows folded into one (`fold_rows`, then
-/// `pack_columns`, bit for bit), adding only the columns that are sent.
-pub fn pack_folded(rows: &[f32], stride: usize, cols: &[Range<usize>]) -> Vec<u8> {
-    let mut it = rows.chunks_exact(stride);
-    let Some(first) = it.next() else { return Vec::new() };
-    let mut acc: Vec<f32> = cols.iter().flat_map(|c| first[c.clone()].iter().copied()).collect();
-    for r in it {
-        let mut a = acc.as_mut_slice();
-        for c in cols {
-            let (head, tail) = a.split_at_mut(c.len());
-            for (x, v) in head.iter_mut().zip(&r[c.clone()]) {
-                *x += v;
-            }
-            a = tail;
-        }
+/// acc += the int64 row `b` (wrapping, as the reduction's sums are); the
+/// lengths must already match (8 bytes per value).
+pub fn add_i64(b: &[u8], acc: &mut [i64]) {
+    assert_eq!(b.len(), acc.len() * 8, "wire::add_i64: byte and value counts differ");
+    for (a, c) in acc.iter_mut().zip(b.chunks_exact(8)) {
+        *a = a.wrapping_add(i64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
-    f32le::encode(&acc)
-}
-
-/// Unpacks bytes made by `pack_columns` into `cols` of `rows`; the other
-/// columns are left as they are.
-pub fn unpack_columns(
-    b: &[u8],
-    rows: &mut [f32],
-    stride: usize,
-    cols: &[Range<usize>],
-    what: &str,
-) -> Result<(), String> {
-    let width: usize = cols.iter().map(|c| c.len()).sum();
-    let n = rows.len() / stride;
-    if b.len() != n * width * 4 {
-        return Err(format!("{what}: {} bytes, expected {} ({n} rows of {width} floats)", b.len(), n * width * 4));
-    }
-    let mut at = 0;
-    for r in rows.chunks_exact_mut(stride) {
-        for c in cols {
-            let len = c.len() * 4;
-            f32le::copy_into(&b[at..at + len], &mut r[c.clone()]);
-            at += len;
-        }
-    }
-    Ok(())
-}
-
-/// The rows of a shard folded into one: row 0, then each further row added
-/// in chunk order, exactly as the trainer's reduction adds them.
-pub fn fold_rows(rows: &[f32], stride: usize) -> Vec<f32> {
-    let mut it = rows.chunks_exact(stride);
-    let mut acc = it.next().map(|r| r.to_vec()).unwrap_or_default();
-    for r in it {
-        for (a, v) in acc.iter_mut().zip(r) {
-            *a += v;
-        }
-    }
-    acc
 }
 
 #[cfg(test)]
@@ -112,41 +55,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn columns_round_trip_and_leave_the_rest() {
-        let layout = PartialLayout { n_disc: 3, n_gen: 4 };
-        let stride = layout.stride();
-        let rows: Vec<f32> = (0..2 * stride).map(|i| i as f32).collect();
-        for (two, gen) in [(false, false), (false, true), (true, false)] {
-            let cols = result_columns(&layout, two, gen);
-            let b = pack_columns(&rows, stride, &cols);
-            let mut got = vec![-1.0f32; rows.len()];
-            unpack_columns(&b, &mut got, stride, &cols, "t").unwrap();
-            for (i, (g, r)) in got.iter().zip(&rows).enumerate() {
-                let inside = cols.iter().any(|c| c.contains(&(i % stride)));
-                assert_eq!(*g, if inside { *r } else { -1.0 });
-            }
-            assert!(unpack_columns(&b[1..], &mut got, stride, &cols, "t").is_err());
-            let folded = pack_folded(&rows, stride, &cols);
-            assert_eq!(folded, pack_columns(&fold_rows(&rows, stride), stride, &cols));
-        }
-    }
-
-    #[test]
-    fn a_folded_row_padded_with_negative_zeros_reduces_to_the_same_bits() {
-        // The trainer adds rows in order; a folded prefix followed by rows of
-        // -0.0 must give exactly the same sums.
-        let stride = 5;
-        let rows: Vec<f32> = (0..4 * stride).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1 + 1e-7 * i as f32).collect();
-        let plain = fold_rows(&rows, stride);
-        let mut padded = fold_rows(&rows[..3 * stride], stride);
-        padded.extend(vec![-0.0f32; 2 * stride]);
-        padded.extend_from_slice(&rows[3 * stride..]);
-        let got = fold_rows(&padded, stride);
-        assert_eq!(
-            plain.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-            got.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-        );
-        assert_eq!((0.0f32 + -0.0).to_bits(), 0.0f32.to_bits());
-        assert_eq!((-0.0f32 + -0.0).to_bits(), (-0.0f32).to_bits());
+    fn int64_rows_round_trip_and_add_wrapping() {
+        let v = [0i64, -1, i64::MAX, i64::MIN, 42];
+        let mut acc = [1i64, 1, 1, 0, -42];
+        add_i64(&encode_i64(&v), &mut acc);
+        assert_eq!(acc, [1, 0, i64::MIN, i64::MIN, 0]);
     }
 }

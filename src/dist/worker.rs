@@ -1,8 +1,8 @@
 //! The worker's side of a session: dial the coordinator, join, build the
 //! replica from the config it sends, then answer every phase request with the
-//! shard's partial sums (folded into one row when the shard starts at chunk
-//! 0, which cuts the bytes of a single worker to one row per phase), or, as
-//! the only worker, run whole steps on the state the coordinator hands over.
+//! shard's block maxima and, told the run-wide ones, with its whole shard
+//! folded into one row of int64 fixed point (`gan::reduce`), or, as the only
+//! worker, run whole steps on the state the coordinator hands over.
 
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use crate::f32le;
 use crate::gan::host_step::HostStep;
 use crate::gan::optim::Optimizer;
 use crate::gan::phases::PartialLayout;
+use crate::gan::reduce::{Blocks, FixedPoint};
 use crate::gan::trainer;
 
 /// Connects to `url` (e.g. `http://10.0.0.1:7070`) in plaintext.
@@ -136,6 +137,13 @@ pub async fn run_session_noting(
             Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Store(req)) })) => {
                 worker_message::Kind::State(replica.store(req.request_id))
             }
+            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Sum(req)) })) => {
+                worker_message::Kind::Sum(replica.sum(&req))
+            }
+            Ok(Some(proto::CoordinatorMessage { kind: Some(Kind::Update(u)) })) => {
+                replica.apply(&u);
+                continue;
+            }
             Ok(Some(_)) => continue,
             Ok(None) => return Ok(()),
             Err(s) => return Err(ended(s)),
@@ -174,9 +182,16 @@ fn refusal(s: tonic::Status) -> Error {
 }
 
 /// A status that ended a session after joining: a refusal of this worker's
-/// result (printed, and the worker stops) or a failure (it reconnects).
+/// result (printed, and the worker stops), an eviction (it stops, exit code
+/// 3) or a failure (it reconnects).
 fn ended(s: tonic::Status) -> Error {
-    if is_refusal(&s) {
+    if s.code() == tonic::Code::Aborted && s.message().starts_with(super::EVICTED) {
+        Error::Evicted(format!(
+            "the coordinator {}; this worker exits: start it again to rejoin at a step boundary (a worker that is \
+             merely slow: give the coordinator a longer --phase-deadline)",
+            s.message()
+        ))
+    } else if is_refusal(&s) {
         Error::input(format!(
             "the coordinator refused this worker's result and ended the session ({:?}): {}; \
              this worker's results do not fit the run (a bug or a faulty device), so it stops",
@@ -192,6 +207,18 @@ fn ended(s: tonic::Status) -> Error {
 pub struct Replica {
     be: Box<dyn Backend>,
     layout: PartialLayout,
+    fixed: FixedPoint,
+    /// The (step, phase, columns, chunks) of the rows in `rows`, kept for
+    /// the SumRequest, and the maxima (by block) their sums were sent with.
+    held: Option<(u64, i32, Vec<std::ops::Range<usize>>, usize)>,
+    guess: Vec<f32>,
+    /// The step of the phase 2 whose v is in `v`.
+    v_step: Option<u64>,
+    /// An Update's generator gradient (a buffer kept from step to step).
+    grad_gen: Vec<f32>,
+    /// Why the last Update could not be applied (reported by the next
+    /// PhaseResult: this replica is then out of step and gets evicted).
+    update_error: Option<String>,
     /// Chunks per step: a request beyond them is refused before anything is sized by it.
     chunks: usize,
     rows: Vec<f32>,
@@ -237,10 +264,16 @@ impl Replica {
         let init = trainer::TrainState::init(&cfg, &setup.game);
         Ok(Replica {
             be,
-            host: HostStep::new(layout, setup.chunks),
+            host: HostStep::new(&setup.game, setup.chunks),
+            fixed: FixedPoint::new(Blocks::of(&setup.game), setup.chunks),
+            held: None,
+            guess: Vec::new(),
+            v_step: None,
+            grad_gen: vec![0.0; layout.n_gen],
+            update_error: None,
             chunks: setup.chunks,
             fresh_opt: [init.opt_gen, init.opt_disc],
-            load_error: Some("no State was handed over before the first whole step".into()),
+            load_error: Some("no training state was handed over yet (Load)".into()),
             last_applied: false,
             opt_steps: [0; 2],
             rows: Vec::new(),
@@ -277,11 +310,17 @@ impl Replica {
             Ok(())
         })();
         (og.t, od.t) = (st.gen_t, st.disc_t);
-        let loaded = decoded.map_err(Error::runtime).and_then(|_| match self.be.device_step() {
-            Some(d) => d.load(&self.gen, &self.disc, [&og, &od]),
-            None => self.host.load(self.be.as_mut(), &self.gen, &self.disc, [&og, &od]),
+        // The host copy always (a worker among several steps it with the
+        // reduced gradients), the backend's own step too when it has one.
+        let loaded = decoded.map_err(Error::runtime).and_then(|_| {
+            self.host.load(self.be.as_mut(), &self.gen, &self.disc, [&og, &od])?;
+            match self.be.device_step() {
+                Some(d) => d.load(&self.gen, &self.disc, [&og, &od]),
+                None => Ok(()),
+            }
         });
         self.load_error = loaded.err().map(|e| format!("cannot take over the training state: {e}"));
+        self.update_error = None;
         self.last_applied = false;
         self.opt_steps = [st.gen_t, st.disc_t];
     }
@@ -357,9 +396,9 @@ impl Replica {
         st
     }
 
-    /// Computes the answer to one phase request: the shard's partial sums
-    /// (folded into one row when the shard starts at chunk 0), `overflow`
-    /// set when any is non-finite, or the error that stopped it.
+    /// Computes the answer to one phase request: the shard's block maxima
+    /// over the phase's result columns (+inf in a block with a non-finite
+    /// value), or the error that stopped it.  The rows are kept for `sum`.
     pub fn answer(&mut self, req: &proto::PhaseRequest) -> proto::PhaseResult {
         let started = Instant::now();
         let stride = self.layout.stride();
@@ -374,12 +413,24 @@ impl Replica {
                 ..Default::default()
             };
         }
+        self.held = None;
+        if let Some(e) = self.update_error.clone().or_else(|| self.load_error.clone()) {
+            return proto::PhaseResult {
+                request_id: req.request_id,
+                step: req.step,
+                phase: req.phase,
+                error: e,
+                ..Default::default()
+            };
+        }
         self.rows.resize(chunks.len() * stride, 0.0);
         let phase_two = req.phase == proto::Phase::Two as i32;
         let done = if phase_two {
+            self.v_step = None;
             f32le::decode(&req.v, &mut self.v, "v")
                 .map_err(Error::runtime)
                 .and_then(|_| self.be.phase2(&self.v, &mut self.rows))
+                .inspect(|_| self.v_step = Some(req.step))
         } else {
             let draw = if req.draw == proto::Draw::Second as i32 { Draw::Second } else { Draw::First };
             let task = ShardTask {
@@ -405,17 +456,131 @@ impl Replica {
         match done {
             Ok(()) => {
                 let cols = wire::result_columns(&self.layout, phase_two, req.with_gen_grad);
-                result.folded = chunks.start == 0;
-                result.partials = if result.folded {
-                    wire::pack_folded(&self.rows, stride, &cols)
-                } else {
-                    wire::pack_columns(&self.rows, stride, &cols)
-                };
-                result.overflow = f32le::first_non_finite(&result.partials).is_some();
+                let rows: Vec<usize> = (0..chunks.len()).collect();
+                let mut maxima = vec![0.0f32; self.fixed.blocks.len()];
+                for c in &cols {
+                    self.fixed.max_into(&self.rows, stride, &rows, c, &mut maxima);
+                }
+                let blocks = self.fixed.blocks_of(&cols);
+                let mine: Vec<f32> = blocks.iter().map(|&b| maxima[b]).collect();
+                result.maxima = f32le::encode(&mine);
+                // The guess of the run-wide maxima: the hint where it is larger (a
+                // hint of the wrong size is ignored: the coordinator then asks again).
+                if req.maxima_hint.len() == blocks.len() * 4 {
+                    for (&b, h) in blocks.iter().zip(f32le::iter(&req.maxima_hint)) {
+                        if h.is_finite() && h > maxima[b] {
+                            maxima[b] = h;
+                        }
+                    }
+                }
+                result.fixed = self.quantised(&cols, chunks.len(), &maxima);
+                self.guess = maxima;
+                if req.want_digest {
+                    result.params_digest = self.host.digest().to_vec();
+                }
+                self.held = Some((req.step, req.phase, cols, chunks.len()));
             }
             Err(e) => result.error = e.to_string(),
         }
         result
+    }
+}
+
+impl Replica {
+    /// Applies an Update (the reduced gradients of a step) to this replica;
+    /// a failure is reported by the next PhaseResult.
+    pub fn apply(&mut self, u: &proto::Update) {
+        if self.update_error.is_some() {
+            return;
+        }
+        let r = (|| -> std::result::Result<(), String> {
+            let gen = (!u.generator_grad.is_empty()).then_some(());
+            if gen.is_some() {
+                f32le::decode(&u.generator_grad, &mut self.grad_gen, "generator_grad")?;
+            }
+            // The discriminator's gradient lands in `v` (phase 2's, or the update's own).
+            let disc = if u.discriminator_from_v {
+                if self.v_step != Some(u.step) {
+                    return Err(format!(
+                        "the update of step {} takes its gradient from a phase 2 this worker did not run",
+                        u.step
+                    ));
+                }
+                Some(())
+            } else if !u.discriminator_grad.is_empty() {
+                self.v_step = None;
+                f32le::decode(&u.discriminator_grad, &mut self.v, "discriminator_grad")?;
+                Some(())
+            } else {
+                None
+            };
+            self.host
+                .apply(
+                    self.be.as_mut(),
+                    gen.map(|()| &self.grad_gen[..]),
+                    disc.map(|()| &self.v[..]),
+                    [u.gen_t, u.disc_t],
+                )
+                .map_err(|e| e.to_string())
+        })();
+        self.update_error = r.err().map(|e| format!("cannot apply the update of step {}: {e}", u.step));
+    }
+
+    /// Answers a SumRequest: the rows of the last phase answered, quantised
+    /// with the scales of the run-wide `maxima` and added into one row of
+    /// int64 over the blocks whose guessed scale did not hold (in order), or
+    /// the error.
+    pub fn sum(&mut self, req: &proto::SumRequest) -> proto::SumResult {
+        let mut res =
+            proto::SumResult { request_id: req.request_id, step: req.step, phase: req.phase, ..Default::default() };
+        let held = match &self.held {
+            Some((step, phase, cols, n)) if (*step, *phase) == (req.step, req.phase) => (cols.clone(), *n),
+            _ => {
+                res.error = format!(
+                    "no rows of step {} phase {} are held here (a SumRequest answers the phase answered last)",
+                    req.step, req.phase
+                );
+                return res;
+            }
+        };
+        let (cols, n) = held;
+        let blocks = self.fixed.blocks_of(&cols);
+        let theirs: Vec<f32> = f32le::iter(&req.maxima).collect();
+        if req.maxima.len() != blocks.len() * 4 || theirs.iter().any(|m| m.is_nan() || *m < 0.0) {
+            res.error = format!(
+                "maxima hold {} bytes, expected {} numbers >= 0 (one per block of the phase's columns)",
+                req.maxima.len(),
+                blocks.len()
+            );
+            return res;
+        }
+        let mut maxima = vec![0.0f32; self.fixed.blocks.len()];
+        for (&b, &m) in blocks.iter().zip(&theirs) {
+            maxima[b] = m;
+        }
+        // Only the blocks whose guessed scale was not the run-wide one.
+        let again: Vec<std::ops::Range<usize>> = blocks
+            .iter()
+            .filter(|&&b| !self.fixed.same_scale(self.guess[b], maxima[b]))
+            .map(|&b| self.fixed.blocks.columns(b))
+            .collect();
+        res.fixed = self.quantised(&again, n, &maxima);
+        res
+    }
+
+    /// The first `n` rows held, quantised with the scales of `maxima` (by
+    /// block) and added into one int64 row over `cols`, as bytes.
+    fn quantised(&self, cols: &[std::ops::Range<usize>], n: usize, maxima: &[f32]) -> Vec<u8> {
+        let stride = self.layout.stride();
+        let rows: Vec<usize> = (0..n).collect();
+        let width: usize = cols.iter().map(|c| c.len()).sum();
+        let mut acc = vec![0i64; width];
+        let mut off = 0;
+        for c in cols {
+            self.fixed.add_into(&self.rows, stride, &rows, c, maxima, &mut acc[off..off + c.len()]);
+            off += c.len();
+        }
+        wire::encode_i64(&acc)
     }
 }
 
@@ -436,5 +601,9 @@ mod tests {
         assert!(matches!(lost, Error::Runtime(_)), "{lost}");
         assert!(matches!(refusal(tonic::Status::unauthenticated("token")), Error::Input(_)));
         assert!(matches!(refusal(tonic::Status::cancelled("gone")), Error::Runtime(_)));
+        let ev = ended(tonic::Status::aborted(format!("{} at step 7: it missed the deadline", super::super::EVICTED)));
+        assert_eq!(ev.exit_code(), 3);
+        assert!(ev.to_string().contains("evicted this worker at step 7: it missed the deadline"), "{ev}");
+        assert!(ev.to_string().contains("start it again"), "{ev}");
     }
 }

@@ -1,5 +1,5 @@
 //! A whole simultaneous step on one backend, driven from the host: phase 1
-//! on every chunk, the reduction in chunk order, phase 2 with the reduced
+//! on every chunk, the exact reduction (`gan::reduce`), phase 2 with the reduced
 //! v = grad_D V, the non-finite check and both optimizers.  It is the
 //! trainer's host-driven step for a single worker, computed by the same
 //! functions in the same order, so the two agree bit for bit (tested through
@@ -10,13 +10,15 @@
 use std::time::Instant;
 
 use super::optim::Optimizer;
-use super::phases::{stat, PartialLayout};
-use super::trainer::{reduce_rows_in, sum_sq};
+use super::phases::{stat, Game, PartialLayout};
+use super::reduce::{Blocks, FixedPoint};
+use super::trainer::sum_sq;
 use crate::backend::{Backend, Draw, ShardTask, StepInput, StepOutput};
 use crate::error::{Error, Result};
 
 pub struct HostStep {
     layout: PartialLayout,
+    fixed: FixedPoint,
     /// Rows of partial sums: one per chunk of the minibatch.
     partials: Vec<f32>,
     rows: Vec<usize>,
@@ -32,9 +34,11 @@ pub struct HostStep {
 }
 
 impl HostStep {
-    /// Buffers for `chunks` chunks of a replica of `layout`.
-    pub fn new(layout: PartialLayout, chunks: usize) -> HostStep {
+    /// Buffers for `chunks` chunks of a replica of `game`.
+    pub fn new(game: &Game, chunks: usize) -> HostStep {
+        let layout = game.layout();
         HostStep {
+            fixed: FixedPoint::new(Blocks::of(game), chunks),
             partials: vec![0.0; chunks * layout.stride()],
             rows: (0..chunks).collect(),
             gen: vec![0.0; layout.n_gen],
@@ -69,6 +73,45 @@ impl HostStep {
         Ok(())
     }
 
+    /// Applies an update computed elsewhere (a worker among several steps
+    /// its replica with the reduced gradients): the same optimizer code, so
+    /// the same bits as the coordinator's copy; `t`, the optimizers' step
+    /// counts after it, must agree.
+    pub fn apply(
+        &mut self,
+        be: &mut dyn Backend,
+        gen: Option<&[f32]>,
+        disc: Option<&[f32]>,
+        t: [u64; 2],
+    ) -> Result<()> {
+        let [opt_gen, opt_disc] = self.opt.as_mut().ok_or_else(|| Error::runtime("an update before the state"))?;
+        let after = [opt_gen.t + u64::from(gen.is_some()), opt_disc.t + u64::from(disc.is_some())];
+        if after != t {
+            return Err(Error::runtime(format!(
+                "the update takes the optimizers to steps {t:?}, this replica's would be at {after:?}"
+            )));
+        }
+        for (g, n, what) in [(gen, self.gen.len(), "generator"), (disc, self.disc.len(), "discriminator")] {
+            if let Some(g) = g {
+                if g.len() != n {
+                    return Err(Error::runtime(format!("the {what}'s gradient has {} values, expected {n}", g.len())));
+                }
+            }
+        }
+        if let Some(g) = disc {
+            opt_disc.step(&mut self.disc, g);
+        }
+        if let Some(g) = gen {
+            opt_gen.step(&mut self.gen, g);
+        }
+        be.set_params(&self.gen, &self.disc)
+    }
+
+    /// The digest of the parameters held (`gan::trainer::params_digest`).
+    pub fn digest(&self) -> [u8; 32] {
+        super::trainer::params_digest(&self.gen, &self.disc)
+    }
+
     /// One step on `be` (which holds this state's parameters).
     pub fn step(&mut self, be: &mut dyn Backend, input: &StepInput, with_gen_grad: bool) -> Result<StepOutput> {
         let [opt_gen, opt_disc] = self.opt.as_mut().ok_or_else(|| Error::runtime("step before load"))?;
@@ -89,15 +132,14 @@ impl HostStep {
         };
         let t = Instant::now();
         be.phase1(&task, &mut self.partials)?;
-        let rows: &[usize] = if be.folded() { &self.rows[..1] } else { &self.rows };
-        reduce_rows_in(&self.partials, stride, rows, self.layout.disc(), &mut self.grad_disc);
-        reduce_rows_in(&self.partials, stride, rows, self.layout.stats(), &mut self.stats);
+        let rows = &self.rows;
+        self.fixed.reduce(&self.partials, stride, rows, self.layout.disc(), &mut self.grad_disc);
+        self.fixed.reduce(&self.partials, stride, rows, self.layout.stats(), &mut self.stats);
         let t1 = t.elapsed().as_secs_f64();
         if !with_gen_grad {
             be.phase2(&self.grad_disc, &mut self.partials)?;
         }
-        let rows: &[usize] = if be.folded() { &self.rows[..1] } else { &self.rows };
-        reduce_rows_in(&self.partials, stride, rows, self.layout.gen(), &mut self.grad_gen);
+        self.fixed.reduce(&self.partials, stride, &self.rows, self.layout.gen(), &mut self.grad_gen);
         let t2 = t.elapsed().as_secs_f64();
         let count_bad = |v: &[f32]| v.iter().filter(|x| !x.is_finite()).count() as u32;
         let mut out = StepOutput {

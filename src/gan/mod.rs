@@ -7,4 +7,5 @@ pub mod loss_scale;
 pub mod objective;
 pub mod optim;
 pub mod phases;
+pub mod reduce;
 pub mod trainer;

@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::loss_scale::LossScale;
 use super::optim::{Direction, Optimizer};
 use super::phases::{stat, Game, PartialLayout};
-use crate::backend::{Backend, Draw, PhaseWork, Setup, ShardTask};
+use super::reduce::{Blocks, Contributors, FixedPoint, Scratch};
+use crate::backend::{Backend, Draw, GradUpdate, PhaseWork, Setup, ShardTask};
 use crate::config::{Config, Update};
 use crate::error::{Error, Result};
 use crate::nn::{init, LayerSpec, Network, Shape};
@@ -215,8 +216,12 @@ pub struct Trainer {
     shards: Vec<Range<usize>>,
     layout: PartialLayout,
     partials: Vec<f32>,
-    /// The rows of `partials` the last phase wrote (a folded shard: its first).
+    /// The rows of `partials` the last phase wrote (the shards of workers
+    /// whose rows are here; a remote worker's stay on the worker).
     live_rows: Vec<usize>,
+    /// The exact reduction (`gan::reduce`) and its buffers.
+    fixed: FixedPoint,
+    scratch: Scratch,
     grad_disc: Vec<f32>,
     grad_gen: Vec<f32>,
     stats: [f32; stat::COUNT],
@@ -258,7 +263,7 @@ impl Trainer {
             return Err(Error::input("no workers; use --workers 1 or more"));
         }
         for w in workers.iter_mut() {
-            w.set_params(&state.gen, &state.disc)?;
+            hand_state(&state, w.as_mut())?;
         }
         let capacities: Vec<f64> = workers.iter().map(|w| w.capacity()).collect();
         let shards = assign_shards(cfg.chunks(), &capacities);
@@ -266,6 +271,8 @@ impl Trainer {
         let mut t = Trainer {
             partials: vec![0.0; cfg.chunks() * layout.stride()],
             live_rows: Vec::new(),
+            fixed: FixedPoint::new(Blocks::of(&game), cfg.chunks()),
+            scratch: Scratch::default(),
             grad_disc: vec![0.0; layout.n_disc],
             grad_gen: vec![0.0; layout.n_gen],
             stats: [0.0; stat::COUNT],
@@ -319,7 +326,7 @@ impl Trainer {
             self.device_step = true;
         } else {
             if self.device_step {
-                self.workers[0].set_params(&st.gen, &st.disc)?;
+                hand_state(st, self.workers[0].as_mut())?;
             }
             self.device_step = false;
         }
@@ -459,21 +466,34 @@ impl Trainer {
             if shard.is_empty() {
                 continue;
             }
-            if w.folded() {
-                self.live_rows.push(shard.start);
-            } else {
+            if w.shard_maxima().is_none() {
                 self.live_rows.extend(shard.clone());
             }
         }
     }
 
-    /// Sends the current parameters to every worker; one that cannot take
-    /// them is evicted.
-    fn set_params(&mut self) -> Result<()> {
+    /// Brings every worker's parameters up to date after an update: a
+    /// worker that steps itself gets the update's gradients (`moved`: the
+    /// generator moved, the discriminator moved, its gradient was phase 2's
+    /// v; None: a skipped step, nothing moved), the others the parameters.
+    /// One that cannot take them is evicted.
+    fn push_update(&mut self, moved: Option<(bool, bool, bool)>) -> Result<()> {
+        let upd = moved.map(|(gen, disc, disc_is_v)| GradUpdate {
+            step: self.state.step,
+            gen: gen.then_some(&self.grad_gen[..]),
+            disc: disc.then_some(&self.grad_disc[..]),
+            disc_is_v,
+            t: [self.state.opt_gen.t, self.state.opt_disc.t],
+        });
         let mut lost = Vec::new();
         let mut last_err = None;
         for (i, w) in self.workers.iter_mut().enumerate() {
-            if let Err(e) = w.set_params(&self.state.gen, &self.state.disc) {
+            let r = match (w.steps_itself(), &upd) {
+                (true, Some(u)) => w.apply(u),
+                (true, None) => Ok(()),
+                (false, _) => w.set_params(&self.state.gen, &self.state.disc),
+            };
+            if let Err(e) = r {
                 lost.push(i);
                 last_err = Some(e);
             }
@@ -490,9 +510,10 @@ impl Trainer {
         lost.sort_unstable();
         lost.dedup();
         for &i in lost.iter().rev() {
-            let w = self.workers.remove(i);
+            let mut w = self.workers.remove(i);
             drop(self.meters.compute.remove(i));
             self.meters.evicted.increment(1);
+            w.evicted(&format!("at step {}: {why}", self.state.step));
             eprintln!(
                 "lockstep: evicted worker {} at step {}: {why}; its chunks are redone by the others",
                 w.device(),
@@ -552,8 +573,9 @@ impl Trainer {
         // The state comes back from a worker running whole steps first.
         self.use_device_step(false)?;
         for mut w in std::mem::take(&mut self.joining) {
-            if let Err(e) = w.set_params(&self.state.gen, &self.state.disc) {
+            if let Err(e) = hand_state(&self.state, w.as_mut()) {
                 eprintln!("lockstep: {} could not join at step {}: {e}", w.device(), self.state.step);
+                w.evicted(&format!("at step {}: it could not take the training state: {e}", self.state.step));
                 continue;
             }
             eprintln!("lockstep: {} joins at step {}", w.device(), self.state.step);
@@ -583,24 +605,61 @@ impl Trainer {
     fn gradients_once(&mut self, draw: Draw, want_gen: bool) -> Result<()> {
         let with_gen_grad = want_gen && self.game.eta == 0.0;
         let (step, loss_scale) = (self.state.step, self.state.loss_scale.scale);
+        if step % DIGEST_EVERY == 0 && draw == Draw::First && self.workers.iter().any(|w| w.steps_itself()) {
+            let d = params_digest(&self.state.gen, &self.state.disc);
+            for w in self.workers.iter_mut().filter(|w| w.steps_itself()) {
+                w.expect_digest(d);
+            }
+        }
         let t = std::time::Instant::now();
         self.on_workers(0, &|chunks| PhaseWork::One(ShardTask { step, draw, chunks, with_gen_grad, loss_scale }))?;
+        self.reduce_phase(false, with_gen_grad)?;
         self.meters.phase_one.record(t.elapsed().as_secs_f64());
-        let stride = self.layout.stride();
-        reduce_rows_in(&self.partials, stride, &self.live_rows, self.layout.disc(), &mut self.grad_disc);
-        reduce_rows_in(&self.partials, stride, &self.live_rows, self.layout.stats(), &mut self.stats);
-        if want_gen {
-            if !with_gen_grad {
-                let t = std::time::Instant::now();
-                let v = std::mem::take(&mut self.grad_disc);
-                let r = self.on_workers(1, &|_| PhaseWork::Two(&v));
-                self.grad_disc = v;
-                r?;
-                self.meters.phase_two.record(t.elapsed().as_secs_f64());
-            }
-            reduce_rows_in(&self.partials, stride, &self.live_rows, self.layout.gen(), &mut self.grad_gen);
+        if want_gen && !with_gen_grad {
+            let t = std::time::Instant::now();
+            let v = std::mem::take(&mut self.grad_disc);
+            let r = self.on_workers(1, &|_| PhaseWork::Two(&v));
+            self.grad_disc = v;
+            r?;
+            self.reduce_phase(true, false)?;
+            self.meters.phase_two.record(t.elapsed().as_secs_f64());
         }
         Ok(())
+    }
+
+    /// The exact reduction of the phase just run (`gan::reduce`): the rows
+    /// held here and, from each remote worker, its shard's block maxima and
+    /// then its one row of integer sums.  Its results land in grad_disc,
+    /// grad_gen and stats, by the phase's columns.  A worker that fails is
+    /// marked lost.
+    fn reduce_phase(&mut self, phase_two: bool, with_gen_grad: bool) -> Result<()> {
+        let cols = crate::dist::wire::result_columns(&self.layout, phase_two, with_gen_grad);
+        let stride = self.layout.stride();
+        let (disc, gen, stats) = (self.layout.disc(), self.layout.gen(), self.layout.stats());
+        let mut outs: Vec<&mut [f32]> = Vec::with_capacity(3);
+        let (mut gd, mut gg, mut st) =
+            (Some(&mut self.grad_disc[..]), Some(&mut self.grad_gen[..]), Some(&mut self.stats[..]));
+        for c in &cols {
+            let o = if *c == disc {
+                gd.take()
+            } else if *c == gen {
+                gg.take()
+            } else {
+                debug_assert_eq!(*c, stats);
+                st.take()
+            };
+            outs.push(o.expect("each column range once"));
+        }
+        let mut others = Remote { workers: &mut self.workers, shards: &self.shards, lost: &mut self.lost };
+        self.fixed.reduce_with(
+            &self.partials,
+            stride,
+            &self.live_rows,
+            &cols,
+            &mut others,
+            &mut self.scratch,
+            &mut outs,
+        )
     }
 
     fn report(&self) -> StepReport {
@@ -618,6 +677,8 @@ impl Trainer {
         self.admit()?;
         let mut rep;
         let mut ok;
+        // What the last update moved, for the workers that step themselves.
+        let (mut gen_moved, mut disc_moved, mut disc_is_v) = (false, false, false);
         match self.cfg.train.update {
             Update::Simultaneous if self.device_step => {
                 (rep, ok) = self.device_step_once()?;
@@ -631,6 +692,7 @@ impl Trainer {
                     self.state.opt_disc.step(&mut self.state.disc, &self.grad_disc);
                     self.state.opt_gen.step(&mut self.state.gen, &self.grad_gen);
                     self.meters.optimizer.record(t.elapsed().as_secs_f64());
+                    (gen_moved, disc_moved, disc_is_v) = (true, true, self.game.eta != 0.0);
                 }
             }
             Update::Alternating => {
@@ -640,13 +702,14 @@ impl Trainer {
                 ok = self.finite();
                 if ok {
                     self.state.opt_disc.step(&mut self.state.disc, &self.grad_disc);
-                    self.set_params()?;
+                    self.push_update(Some((false, true, false)))?;
                     self.gradients(Draw::Second, true)?;
                     rep.grad_norm_gen = sum_sq(&self.grad_gen).sqrt();
                     ok = self.finite();
                     // A non-finite G phase skips the G step; the D step stands.
                     if ok {
                         self.state.opt_gen.step(&mut self.state.gen, &self.grad_gen);
+                        gen_moved = true;
                     }
                 }
             }
@@ -677,7 +740,7 @@ impl Trainer {
                 self.state.step
             )));
         }
-        self.set_params()?;
+        self.push_update((gen_moved || disc_moved).then_some((gen_moved, disc_moved, disc_is_v)))?;
         self.meters.step.record(started.elapsed().as_secs_f64());
         self.finish_step(rep)
     }
@@ -766,6 +829,84 @@ impl Trainer {
         m.regularizer.set(rep.regularizer);
         m.loss_scale.set(self.state.loss_scale.scale as f64);
         Ok(rep)
+    }
+}
+
+/// Steps between checks that every worker stepping its own replica holds
+/// the coordinator's parameters (`params_digest`, compared at phase 1).
+pub const DIGEST_EVERY: u64 = 100;
+
+/// SHA-256 of the generator's then the discriminator's parameters
+/// (little-endian f32 bytes).
+pub fn params_digest(gen: &[f32], disc: &[f32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(crate::f32le::encode(gen));
+    h.update(crate::f32le::encode(disc));
+    h.finalize().into()
+}
+
+/// Gives `w` the state: the whole of it to a worker that steps itself, the
+/// parameters to the others.
+fn hand_state(st: &TrainState, w: &mut dyn Backend) -> Result<()> {
+    if w.steps_itself() {
+        let d = w.device_step().ok_or_else(|| Error::runtime("a worker that steps itself takes the state"))?;
+        d.load(&st.gen, &st.disc, [&st.opt_gen, &st.opt_disc])
+    } else {
+        w.set_params(&st.gen, &st.disc)
+    }
+}
+
+/// The workers of a phase whose rows stayed on them, as the reduction's
+/// contributors; every one is asked even after a failure (so that no answer
+/// is left behind), and those that fail are marked lost.
+struct Remote<'a> {
+    workers: &'a mut [Box<dyn Backend>],
+    shards: &'a [Range<usize>],
+    lost: &'a mut Vec<usize>,
+}
+
+impl Remote<'_> {
+    fn each(&mut self, mut f: impl FnMut(&mut Box<dyn Backend>) -> Result<()>) -> Result<()> {
+        let mut first_err = None;
+        for (i, (w, shard)) in self.workers.iter_mut().zip(self.shards).enumerate() {
+            if shard.is_empty() || w.shard_maxima().is_none() {
+                continue;
+            }
+            if let Err(e) = f(w) {
+                self.lost.push(i);
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Contributors<Error> for Remote<'_> {
+    fn maxima(&mut self, add: &mut dyn FnMut(&[f32])) -> Result<()> {
+        self.each(|w| {
+            add(w.shard_maxima().expect("a remote shard"));
+            Ok(())
+        })
+    }
+
+    fn sums(&mut self, maxima: &[f32], acc: &mut [i64]) -> Result<()> {
+        // Every request goes out before any answer is awaited.
+        let mut started = Vec::new();
+        let r = self.each(|w| w.start_sum(maxima));
+        for (i, (w, shard)) in self.workers.iter_mut().zip(self.shards).enumerate() {
+            if !shard.is_empty() && w.shard_maxima().is_some() && !self.lost.contains(&i) {
+                started.push(i);
+            }
+        }
+        let mut first_err = r.err();
+        for i in started {
+            if let Err(e) = self.workers[i].finish_sum(acc) {
+                self.lost.push(i);
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 }
 
