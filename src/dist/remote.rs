@@ -199,11 +199,8 @@ impl RemoteWorker {
                 self.last_compute_seconds = res.compute_seconds;
                 let maxima: Vec<f32> = f32le::iter(&res.maxima).collect();
                 // The worker's guess, as it made it (`dist::worker::Replica::answer`).
-                let guess = maxima
-                    .iter()
-                    .zip(&self.sent_hint)
-                    .map(|(&m, &h)| if h.is_finite() && h > m { h } else { m })
-                    .collect();
+                let guess =
+                    maxima.iter().zip(&self.sent_hint).map(|(&m, &h)| crate::gan::reduce::guess(m, h)).collect();
                 let blocks = self.sent_blocks.clone();
                 self.answered = Some(Answered { maxima, guess, fixed: res.fixed, blocks, want });
                 Ok(())

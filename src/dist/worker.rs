@@ -19,7 +19,7 @@ use crate::f32le;
 use crate::gan::host_step::HostStep;
 use crate::gan::optim::Optimizer;
 use crate::gan::phases::PartialLayout;
-use crate::gan::reduce::{Blocks, FixedPoint};
+use crate::gan::reduce::{self, Blocks, FixedPoint};
 use crate::gan::trainer;
 
 /// Connects to `url` (e.g. `http://10.0.0.1:7070`) in plaintext.
@@ -457,20 +457,16 @@ impl Replica {
             Ok(()) => {
                 let cols = wire::result_columns(&self.layout, phase_two, req.with_gen_grad);
                 let rows: Vec<usize> = (0..chunks.len()).collect();
-                let mut maxima = vec![0.0f32; self.fixed.blocks.len()];
-                for c in &cols {
-                    self.fixed.max_into(&self.rows, stride, &rows, c, &mut maxima);
-                }
+                let mut maxima = Vec::new();
+                self.fixed.maxima_over(&self.rows, stride, &rows, &cols, &mut maxima);
                 let blocks = self.fixed.blocks_of(&cols);
                 let mine: Vec<f32> = blocks.iter().map(|&b| maxima[b]).collect();
                 result.maxima = f32le::encode(&mine);
-                // The guess of the run-wide maxima: the hint where it is larger (a
-                // hint of the wrong size is ignored: the coordinator then asks again).
+                // The guess of the run-wide maxima (a hint of the wrong size
+                // is ignored: the coordinator then asks again).
                 if req.maxima_hint.len() == blocks.len() * 4 {
                     for (&b, h) in blocks.iter().zip(f32le::iter(&req.maxima_hint)) {
-                        if h.is_finite() && h > maxima[b] {
-                            maxima[b] = h;
-                        }
+                        maxima[b] = reduce::guess(maxima[b], h);
                     }
                 }
                 result.fixed = self.quantised(&cols, chunks.len(), &maxima);
@@ -494,8 +490,8 @@ impl Replica {
             return;
         }
         let r = (|| -> std::result::Result<(), String> {
-            let gen = (!u.generator_grad.is_empty()).then_some(());
-            if gen.is_some() {
+            let gen = !u.generator_grad.is_empty();
+            if gen {
                 f32le::decode(&u.generator_grad, &mut self.grad_gen, "generator_grad")?;
             }
             // The discriminator's gradient lands in `v` (phase 2's, or the update's own).
@@ -506,19 +502,19 @@ impl Replica {
                         u.step
                     ));
                 }
-                Some(())
+                true
             } else if !u.discriminator_grad.is_empty() {
                 self.v_step = None;
                 f32le::decode(&u.discriminator_grad, &mut self.v, "discriminator_grad")?;
-                Some(())
+                true
             } else {
-                None
+                false
             };
             self.host
                 .apply(
                     self.be.as_mut(),
-                    gen.map(|()| &self.grad_gen[..]),
-                    disc.map(|()| &self.v[..]),
+                    gen.then_some(&self.grad_gen[..]),
+                    disc.then_some(&self.v[..]),
                     [u.gen_t, u.disc_t],
                 )
                 .map_err(|e| e.to_string())
@@ -571,15 +567,9 @@ impl Replica {
     /// The first `n` rows held, quantised with the scales of `maxima` (by
     /// block) and added into one int64 row over `cols`, as bytes.
     fn quantised(&self, cols: &[std::ops::Range<usize>], n: usize, maxima: &[f32]) -> Vec<u8> {
-        let stride = self.layout.stride();
         let rows: Vec<usize> = (0..n).collect();
-        let width: usize = cols.iter().map(|c| c.len()).sum();
-        let mut acc = vec![0i64; width];
-        let mut off = 0;
-        for c in cols {
-            self.fixed.add_into(&self.rows, stride, &rows, c, maxima, &mut acc[off..off + c.len()]);
-            off += c.len();
-        }
+        let mut acc = Vec::new();
+        self.fixed.sum_over(&self.rows, self.layout.stride(), &rows, cols, maxima, &mut acc);
         wire::encode_i64(&acc)
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::optim::Optimizer;
 use super::phases::{stat, Game, PartialLayout};
-use super::reduce::{Blocks, FixedPoint};
+use super::reduce::{Blocks, FixedPoint, Scratch};
 use super::trainer::sum_sq;
 use crate::backend::{Backend, Draw, ShardTask, StepInput, StepOutput};
 use crate::error::{Error, Result};
@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 pub struct HostStep {
     layout: PartialLayout,
     fixed: FixedPoint,
+    scratch: Scratch,
     /// Rows of partial sums: one per chunk of the minibatch.
     partials: Vec<f32>,
     rows: Vec<usize>,
@@ -39,6 +40,7 @@ impl HostStep {
         let layout = game.layout();
         HostStep {
             fixed: FixedPoint::new(Blocks::of(game), chunks),
+            scratch: Scratch::default(),
             partials: vec![0.0; chunks * layout.stride()],
             rows: (0..chunks).collect(),
             gen: vec![0.0; layout.n_gen],
@@ -133,13 +135,14 @@ impl HostStep {
         let t = Instant::now();
         be.phase1(&task, &mut self.partials)?;
         let rows = &self.rows;
-        self.fixed.reduce(&self.partials, stride, rows, self.layout.disc(), &mut self.grad_disc);
-        self.fixed.reduce(&self.partials, stride, rows, self.layout.stats(), &mut self.stats);
+        let (fixed, sc) = (&self.fixed, &mut self.scratch);
+        fixed.reduce(&self.partials, stride, rows, self.layout.disc(), sc, &mut self.grad_disc);
+        fixed.reduce(&self.partials, stride, rows, self.layout.stats(), sc, &mut self.stats);
         let t1 = t.elapsed().as_secs_f64();
         if !with_gen_grad {
             be.phase2(&self.grad_disc, &mut self.partials)?;
         }
-        self.fixed.reduce(&self.partials, stride, &self.rows, self.layout.gen(), &mut self.grad_gen);
+        self.fixed.reduce(&self.partials, stride, &self.rows, self.layout.gen(), &mut self.scratch, &mut self.grad_gen);
         let t2 = t.elapsed().as_secs_f64();
         let count_bad = |v: &[f32]| v.iter().filter(|x| !x.is_finite()).count() as u32;
         let mut out = StepOutput {

@@ -251,24 +251,13 @@ impl FixedPoint {
         outs: &mut [&mut [f32]],
     ) -> std::result::Result<(), E> {
         let blocks = self.blocks_of(cols);
-        scratch.maxima.clear();
-        scratch.maxima.resize(self.blocks.len(), 0.0);
-        for c in cols {
-            self.max_into(partials, stride, rows, c, &mut scratch.maxima);
-        }
+        self.maxima_over(partials, stride, rows, cols, &mut scratch.maxima);
         others.maxima(&mut |theirs: &[f32]| {
             for (&b, &m) in blocks.iter().zip(theirs) {
                 scratch.maxima[b] = scratch.maxima[b].max(m);
             }
         })?;
-        let width: usize = cols.iter().map(|c| c.len()).sum();
-        scratch.acc.clear();
-        scratch.acc.resize(width, 0);
-        let mut off = 0;
-        for c in cols {
-            self.add_into(partials, stride, rows, c, &scratch.maxima, &mut scratch.acc[off..off + c.len()]);
-            off += c.len();
-        }
+        self.sum_over(partials, stride, rows, cols, &scratch.maxima, &mut scratch.acc);
         let compact: Vec<f32> = blocks.iter().map(|&b| scratch.maxima[b]).collect();
         others.sums(&compact, &mut scratch.acc)?;
         let mut off = 0;
@@ -280,13 +269,69 @@ impl FixedPoint {
     }
 
     /// The whole reduction of `rows` of `partials` over `cols` into `out`
-    /// (one process holding every row: maxima, then the integer sum).
-    pub fn reduce(&self, partials: &[f32], stride: usize, rows: &[usize], cols: Range<usize>, out: &mut [f32]) {
-        let mut maxima = vec![0.0f32; self.blocks.len()];
-        self.max_into(partials, stride, rows, &cols, &mut maxima);
-        let mut acc = vec![0i64; cols.len()];
-        self.add_into(partials, stride, rows, &cols, &maxima, &mut acc);
-        self.finish(&acc, &cols, &maxima, out);
+    /// (one process holding every row: maxima, then the integer sum), in
+    /// the buffers of `scratch`.
+    pub fn reduce(
+        &self,
+        partials: &[f32],
+        stride: usize,
+        rows: &[usize],
+        cols: Range<usize>,
+        scratch: &mut Scratch,
+        out: &mut [f32],
+    ) {
+        let cols = [cols];
+        self.maxima_over(partials, stride, rows, &cols, &mut scratch.maxima);
+        self.sum_over(partials, stride, rows, &cols, &scratch.maxima, &mut scratch.acc);
+        self.finish(&scratch.acc, &cols[0], &scratch.maxima, out);
+    }
+
+    /// maxima = the largest |value| of every block of `cols` over `rows`
+    /// (0 for the other blocks), by block.
+    pub fn maxima_over(
+        &self,
+        partials: &[f32],
+        stride: usize,
+        rows: &[usize],
+        cols: &[Range<usize>],
+        maxima: &mut Vec<f32>,
+    ) {
+        maxima.clear();
+        maxima.resize(self.blocks.len(), 0.0);
+        for c in cols {
+            self.max_into(partials, stride, rows, c, maxima);
+        }
+    }
+
+    /// acc = the quantised sums of `rows` over `cols` one after the other
+    /// (the layout of a phase's int64 row), with the scales of `maxima`.
+    pub fn sum_over(
+        &self,
+        partials: &[f32],
+        stride: usize,
+        rows: &[usize],
+        cols: &[Range<usize>],
+        maxima: &[f32],
+        acc: &mut Vec<i64>,
+    ) {
+        acc.clear();
+        acc.resize(cols.iter().map(|c| c.len()).sum(), 0);
+        let mut off = 0;
+        for c in cols {
+            self.add_into(partials, stride, rows, c, maxima, &mut acc[off..off + c.len()]);
+            off += c.len();
+        }
+    }
+}
+
+/// The maxima a worker quantises with before it knows the run-wide ones:
+/// its own, or the hint (the previous step's run-wide maximum) where that is
+/// larger.  The coordinator works out the same guess to check it.
+pub fn guess(own: f32, hint: f32) -> f32 {
+    if hint.is_finite() && hint > own {
+        hint
+    } else {
+        own
     }
 }
 
@@ -420,7 +465,7 @@ mod tests {
         let cols = 0..stride;
         let all: Vec<usize> = (0..n).collect();
         let mut want = vec![0.0; stride];
-        fp.reduce(&p, stride, &all, cols.clone(), &mut want);
+        fp.reduce(&p, stride, &all, cols.clone(), &mut Scratch::default(), &mut want);
         // Maxima per group combined, integer rows per group added in another order.
         let whole: Vec<std::ops::Range<usize>> = std::iter::once(0..n).collect();
         for groups in [whole, vec![0..5, 5..6, 6..13], vec![0..1, 1..12, 12..13]] {
@@ -458,7 +503,7 @@ mod tests {
             let fp = FixedPoint::new(Blocks::of_widths(&widths), n);
             let all: Vec<usize> = (0..n).collect();
             let mut got = vec![0.0; stride];
-            fp.reduce(&p, stride, &all, 0..stride, &mut got);
+            fp.reduce(&p, stride, &all, 0..stride, &mut Scratch::default(), &mut got);
             let mut maxima = vec![0.0; fp.blocks.len()];
             fp.max_into(&p, stride, &all, &(0..stride), &mut maxima);
             let mut within_rounding = 0;
@@ -490,7 +535,7 @@ mod tests {
         p[stride + 1] = f32::INFINITY;
         let fp = FixedPoint::new(Blocks::of_widths(&widths), 2);
         let mut out = vec![0.0; stride];
-        fp.reduce(&p, stride, &[0, 1], 0..stride, &mut out);
+        fp.reduce(&p, stride, &[0, 1], 0..stride, &mut Scratch::default(), &mut out);
         assert!(out[..3].iter().all(|x| x.is_nan()));
         assert!(out[3..].iter().all(|x| x.is_finite()));
     }

@@ -867,18 +867,22 @@ struct Remote<'a> {
 }
 
 impl Remote<'_> {
-    fn each(&mut self, mut f: impl FnMut(&mut Box<dyn Backend>) -> Result<()>) -> Result<()> {
-        let mut first_err = None;
+    /// Runs `f` on every such worker; returns those it succeeded on, and the first error.
+    fn each(&mut self, mut f: impl FnMut(&mut Box<dyn Backend>) -> Result<()>) -> (Vec<usize>, Result<()>) {
+        let (mut ok, mut first_err) = (Vec::new(), None);
         for (i, (w, shard)) in self.workers.iter_mut().zip(self.shards).enumerate() {
             if shard.is_empty() || w.shard_maxima().is_none() {
                 continue;
             }
-            if let Err(e) = f(w) {
-                self.lost.push(i);
-                first_err.get_or_insert(e);
+            match f(w) {
+                Ok(()) => ok.push(i),
+                Err(e) => {
+                    self.lost.push(i);
+                    first_err.get_or_insert(e);
+                }
             }
         }
-        first_err.map_or(Ok(()), Err)
+        (ok, first_err.map_or(Ok(()), Err))
     }
 }
 
@@ -888,17 +892,12 @@ impl Contributors<Error> for Remote<'_> {
             add(w.shard_maxima().expect("a remote shard"));
             Ok(())
         })
+        .1
     }
 
     fn sums(&mut self, maxima: &[f32], acc: &mut [i64]) -> Result<()> {
         // Every request goes out before any answer is awaited.
-        let mut started = Vec::new();
-        let r = self.each(|w| w.start_sum(maxima));
-        for (i, (w, shard)) in self.workers.iter_mut().zip(self.shards).enumerate() {
-            if !shard.is_empty() && w.shard_maxima().is_some() && !self.lost.contains(&i) {
-                started.push(i);
-            }
-        }
+        let (started, r) = self.each(|w| w.start_sum(maxima));
         let mut first_err = r.err();
         for i in started {
             if let Err(e) = self.workers[i].finish_sum(acc) {
