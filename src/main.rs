@@ -36,7 +36,8 @@ struct RunArgs {
     /// Continue the run in --out (or the newest run of the config) from its newest checkpoint.
     #[arg(long)]
     resume: bool,
-    /// CPU threads (0: one per core).
+    /// CPU threads; with --workers N each in-process worker gets this many
+    /// of its own (0: one per core, shared by the workers).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// No progress output.
@@ -54,6 +55,36 @@ impl RunArgs {
     }
 }
 
+/// Which backend computes, for `train`, `worker` and `bench`.
+#[derive(clap::Args)]
+struct BackendArgs {
+    /// auto, cpu or cuda; or synthetic: pseudo-gradients of the model's size
+    /// after --synthetic-ms, a load test of the control plane that trains nothing.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// The GPU to use (cuda, or auto when it picks CUDA).
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+    /// With --backend synthetic: the milliseconds one phase takes on the
+    /// whole minibatch (a shard takes its share).
+    #[arg(long, value_name = "MS", default_value_t = lockstep::backend::synthetic::DEFAULT_MS)]
+    synthetic_ms: f64,
+}
+
+impl BackendArgs {
+    fn spec(&self) -> Result<BackendSpec> {
+        if !(self.synthetic_ms.is_finite() && self.synthetic_ms >= 0.0) {
+            return Err(lockstep::Error::input(format!(
+                "--synthetic-ms {}: give a number of milliseconds, 0 or more",
+                self.synthetic_ms
+            )));
+        }
+        let mut spec = BackendSpec::new(self.backend, self.device);
+        spec.synthetic = std::time::Duration::from_secs_f64(self.synthetic_ms * 1e-3);
+        Ok(spec)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train in local mode: an embedded coordinator and its workers in one process.
@@ -66,12 +97,8 @@ enum Command {
         /// inproc (direct calls) or grpc (the same over loopback gRPC).
         #[arg(long, default_value = "inproc")]
         transport: train::Transport,
-        /// auto, cpu or cuda.
-        #[arg(long, default_value = "auto")]
-        backend: BackendChoice,
-        /// The GPU to use (cuda, or auto when it picks CUDA).
-        #[arg(long, default_value_t = 0)]
-        device: usize,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Cluster coordinator: serves workers over gRPC and trains.
     Coordinator {
@@ -108,14 +135,13 @@ enum Command {
         /// The coordinator's URL, e.g. http://10.0.0.1:7070.
         #[arg(long)]
         coordinator: String,
-        /// auto, cpu or cuda.
-        #[arg(long, default_value = "auto")]
-        backend: BackendChoice,
-        /// The GPU to use (cuda, or auto when it picks CUDA).
-        #[arg(long, default_value_t = 0)]
-        device: usize,
+        #[command(flatten)]
+        backend: BackendArgs,
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// CPU threads (0: as many as this process may run on: its CPU
+        /// affinity, as taskset or Slurm's --cpus-per-task set it, within its
+        /// cgroup's CPU quota, as a Kubernetes CPU limit sets it).
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Seconds to keep reconnecting when the coordinator is unreachable.
@@ -252,12 +278,8 @@ enum Command {
     Bench {
         #[arg(long)]
         config: PathBuf,
-        /// auto, cpu or cuda.
-        #[arg(long, default_value = "auto")]
-        backend: BackendChoice,
-        /// The GPU to use (cuda, or auto when it picks CUDA).
-        #[arg(long, default_value_t = 0)]
-        device: usize,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Timed steps (after the warm-up).
         #[arg(long, default_value_t = 300)]
         steps: u64,
@@ -268,7 +290,8 @@ enum Command {
         /// inproc or grpc.
         #[arg(long, default_value = "inproc")]
         transport: train::Transport,
-        /// CPU threads (0: one per core).
+        /// CPU threads; with --workers N each worker gets this many of its
+        /// own (0: one per core, shared by the workers).
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Override a config key (repeatable).
@@ -294,9 +317,9 @@ fn serve_metrics(addr: Option<String>) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { run, workers, transport, backend, device } => {
+        Command::Train { run, workers, transport, backend } => {
             serve_metrics(run.metrics_listen.clone())?;
-            let backend = BackendSpec { choice: backend, device };
+            let backend = backend.spec()?;
             let summary = train::run(&run.options(workers, backend, transport))?;
             println!("{summary}");
         }
@@ -328,7 +351,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Worker {
             coordinator,
             backend,
-            device,
             token_file,
             threads,
             retry_for,
@@ -340,7 +362,7 @@ fn run(cli: Cli) -> Result<()> {
             serve_metrics(metrics_listen)?;
             let o = cluster::WorkerOptions {
                 coordinator,
-                backend: BackendSpec { choice: backend, device },
+                backend: backend.spec()?,
                 token_file,
                 threads,
                 retry_for: std::time::Duration::from_secs(retry_for),
@@ -399,20 +421,8 @@ fn run(cli: Cli) -> Result<()> {
             plot::stability(&stability, &out)?;
             println!("{}", out.display());
         }
-        Command::Bench {
-            config,
-            backend,
-            device,
-            steps,
-            warmup,
-            workers,
-            transport,
-            threads,
-            sets,
-            host_step,
-            breakdown,
-        } => {
-            let backend = BackendSpec { choice: backend, device };
+        Command::Bench { config, backend, steps, warmup, workers, transport, threads, sets, host_step, breakdown } => {
+            let backend = backend.spec()?;
             let o = bench::BenchOptions {
                 config: &config,
                 backend,

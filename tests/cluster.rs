@@ -252,3 +252,26 @@ fn a_stalled_worker_misses_the_phase_deadline_and_is_evicted() {
     assert_eq!(params(&local), params(&run));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn a_worker_takes_as_many_threads_as_its_cpu_affinity_allows() {
+    let Ok(taskset) = which_taskset() else {
+        eprintln!("SKIPPED a_worker_takes_as_many_threads_as_its_cpu_affinity_allows: no taskset (util-linux)");
+        return;
+    };
+    // Nothing listens there: the worker says its thread count, then gives up.
+    let port = free_port();
+    let o = Command::new(taskset)
+        .args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--backend", "cpu", "--retry-for", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("worker: 1 CPU threads"), "{err}");
+}
+
+fn which_taskset() -> Result<PathBuf, ()> {
+    ["/usr/bin/taskset", "/bin/taskset"].iter().map(PathBuf::from).find(|p| p.exists()).ok_or(())
+}

@@ -11,7 +11,12 @@ use crate::rng::{Purpose, Stream};
 
 /// The CPU, in words.
 pub fn device() -> String {
-    format!("{} ({} threads)", std::env::consts::ARCH, rayon::current_num_threads())
+    device_with(rayon::current_num_threads())
+}
+
+/// The CPU with `threads` threads, in words.
+pub fn device_with(threads: usize) -> String {
+    format!("{} ({threads} threads)", std::env::consts::ARCH)
 }
 
 /// Relative speed for sizing shards: the thread count.
@@ -27,6 +32,9 @@ pub struct CpuBackend {
     states: Vec<ChunkState<f32>>,
     /// The shard of the last phase 1 (phase 2 continues it).
     last: Option<ShardTask>,
+    /// This backend's own threads (one of several in-process workers);
+    /// None: the process's pool.
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 impl CpuBackend {
@@ -39,7 +47,30 @@ impl CpuBackend {
             states: (0..setup.chunks).map(|_| ChunkState::new(game, setup.chunk)).collect(),
             last: None,
             setup: setup.clone(),
+            pool: None,
         }
+    }
+
+    /// A backend computing on a pool of `threads` threads of its own.
+    pub fn with_threads(setup: &Setup, threads: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("lockstep-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::runtime(format!("cannot start {threads} threads: {e}")))?;
+        Ok(CpuBackend { pool: Some(std::sync::Arc::new(pool)), ..CpuBackend::new(setup) })
+    }
+
+    /// Runs `f` on this backend's threads.
+    fn on_threads<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        match self.pool.clone() {
+            Some(p) => p.install(|| f(self)),
+            None => f(self),
+        }
+    }
+
+    fn threads(&self) -> usize {
+        self.pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
     }
 
     fn check_out(&self, chunks: usize, out: &[f32]) -> Result<()> {
@@ -61,11 +92,11 @@ impl Backend for CpuBackend {
     }
 
     fn device(&self) -> String {
-        device()
+        device_with(self.threads())
     }
 
     fn capacity(&self) -> f64 {
-        capacity()
+        self.threads() as f64
     }
 
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
@@ -84,6 +115,16 @@ impl Backend for CpuBackend {
     }
 
     fn phase1(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()> {
+        self.on_threads(|be| be.phase1_here(task, out))
+    }
+
+    fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
+        self.on_threads(|be| be.phase2_here(v, out))
+    }
+}
+
+impl CpuBackend {
+    fn phase1_here(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()> {
         let n = task.chunks.len();
         if n == 0 || task.chunks.end > self.setup.chunks {
             return Err(Error::runtime(format!("cpu backend: bad chunk range {:?}", task.chunks)));
@@ -110,7 +151,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
+    fn phase2_here(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
         let task = self.last.as_ref().ok_or_else(|| Error::runtime("cpu backend: phase 2 before phase 1"))?;
         let n = task.chunks.len();
         self.check_out(n, out)?;

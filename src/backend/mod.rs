@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod synthetic;
 
 use std::ops::Range;
 
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::gan::phases::Game;
 
 pub use cpu::CpuBackend;
+pub use synthetic::SyntheticBackend;
 
 /// Which minibatch of a step a phase works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +241,8 @@ pub enum BackendChoice {
     Auto,
     Cpu,
     Cuda,
+    /// Pseudo-gradients after a configured time: load tests of the control plane, no training.
+    Synthetic,
 }
 
 impl std::str::FromStr for BackendChoice {
@@ -248,22 +252,38 @@ impl std::str::FromStr for BackendChoice {
             "auto" => Ok(BackendChoice::Auto),
             "cpu" => Ok(BackendChoice::Cpu),
             "cuda" => Ok(BackendChoice::Cuda),
-            _ => Err(Error::input(format!("--backend {s}: expected auto, cpu or cuda"))),
+            "synthetic" => Ok(BackendChoice::Synthetic),
+            _ => Err(Error::input(format!("--backend {s}: expected auto, cpu, cuda or synthetic"))),
         }
     }
 }
 
-/// A backend and the device it runs on (`--backend`, `--device`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A backend and the device it runs on (`--backend`, `--device`,
+/// `--synthetic-ms`).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackendSpec {
     pub choice: BackendChoice,
     /// The GPU's index, for `cuda` (and `auto` when it picks CUDA).
     pub device: usize,
+    /// A CPU backend's own thread pool of this many threads (each of
+    /// several in-process workers); 0: the process's pool.
+    pub threads: usize,
+    /// `synthetic`: the compute time of one phase on the whole minibatch.
+    pub synthetic: std::time::Duration,
 }
 
 impl BackendSpec {
+    pub fn new(choice: BackendChoice, device: usize) -> BackendSpec {
+        BackendSpec {
+            choice,
+            device,
+            threads: 0,
+            synthetic: std::time::Duration::from_secs_f64(synthetic::DEFAULT_MS * 1e-3),
+        }
+    }
+
     pub fn cpu() -> BackendSpec {
-        BackendSpec { choice: BackendChoice::Cpu, device: 0 }
+        BackendSpec::new(BackendChoice::Cpu, 0)
     }
 }
 
@@ -291,6 +311,8 @@ pub fn describe(spec: BackendSpec) -> Result<(&'static str, String, f64)> {
             let (device, capacity) = cuda::describe(spec.device)?;
             ("cuda", device, capacity)
         }
+        BackendChoice::Synthetic => ("synthetic", synthetic::device(spec.synthetic), 1.0),
+        _ if spec.threads > 0 => ("cpu", cpu::device_with(spec.threads), spec.threads as f64),
         _ => ("cpu", cpu::device(), cpu::capacity()),
     })
 }
@@ -312,6 +334,8 @@ pub fn create(spec: BackendSpec, setup: &Setup) -> Result<Box<dyn Backend>> {
     };
     Ok(match choice {
         BackendChoice::Cuda => Box::new(cuda::CudaBackend::new(setup, spec.device)?),
+        BackendChoice::Synthetic => Box::new(SyntheticBackend::new(setup, spec.synthetic)),
+        _ if spec.threads > 0 => Box::new(CpuBackend::with_threads(setup, spec.threads)?),
         _ => Box::new(CpuBackend::new(setup)),
     })
 }

@@ -40,7 +40,8 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
     let mut cfg = Config::load(o.config, &o.sets)?;
     cfg.train.steps = o.steps + o.warmup;
     let game = trainer::game_of(&cfg)?;
-    let (_loopback, workers) = super::train::local_workers(&cfg, o.workers, o.backend, o.transport)?;
+    let spec = super::train::worker_spec(o.backend, o.workers, o.threads);
+    let (_loopback, workers) = super::train::local_workers(&cfg, o.workers, spec, o.transport)?;
     let state = TrainState::init(&cfg, &game);
     let mut t = Trainer::new(cfg.clone(), game, state, workers)?;
     if o.host_step {
@@ -52,11 +53,14 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         t.step()?;
     }
     let before = recorder.as_ref().map(|r| scrape(&r.render()));
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), telemetry::thread_cpu_seconds());
     for _ in 0..o.steps {
         t.step()?;
     }
     let secs = start.elapsed().as_secs_f64();
+    // The trainer's thread: the coordinator's own work (with gRPC workers, its
+    // service too, which that thread drives), apart from the workers' threads.
+    let cpu_ms = (telemetry::thread_cpu_seconds() - cpu) * 1e3 / o.steps as f64;
     let breakdown = match (&recorder, &before) {
         (Some(r), Some(b)) => Some(breakdown(b, &scrape(&r.render()), o.steps)),
         _ => None,
@@ -81,6 +85,8 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         "steps_per_second": (sps * 100.0).round() / 100.0,
         "samples_per_second": (sps * cfg.train.batch as f64).round(),
         "step_ms": secs * 1e3 / o.steps as f64,
+        "coordinator_cpu_ms": (cpu_ms * 1000.0).round() / 1000.0,
+        "worker_threads": if spec.threads > 0 { spec.threads } else { rayon::current_num_threads() },
         // The step's multiply-adds (Game::step_flops, docs/perf.md) per second.
         "gflop_per_step": (flops * 1e-9 * 1000.0).round() / 1000.0,
         "gflop_per_second": (flops * sps * 1e-9 * 10.0).round() / 10.0,

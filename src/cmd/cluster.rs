@@ -88,6 +88,14 @@ pub struct WorkerOptions {
 /// reconnecting with backoff when the coordinator goes away.
 pub fn run_worker(o: &WorkerOptions) -> Result<()> {
     super::set_threads(o.threads)?;
+    if o.threads == 0 && o.backend.choice != crate::backend::BackendChoice::Synthetic {
+        // rayon's default: std's available_parallelism, which counts the CPUs
+        // of this process's affinity mask within its cgroup's CPU quota.
+        eprintln!(
+            "lockstep: worker: {} CPU threads (what this process's CPU affinity and quota allow; --threads to change)",
+            rayon::current_num_threads()
+        );
+    }
     let token = o.token_file.as_deref().map(auth::read_token).transpose()?;
     let tls = match (&o.tls_ca, &o.tls_domain) {
         (Some(ca), d) => Some(tls::client_config(ca, d.as_deref())?),

@@ -61,6 +61,17 @@ impl std::str::FromStr for Transport {
 /// its workers) and the workers.
 pub type LocalWorkers = (Option<crate::dist::local::Loopback>, Vec<Box<dyn crate::backend::Backend>>);
 
+/// The backend of each of `workers` in-process workers when the run asks
+/// for `threads` threads: with several, each its own pool of that many (they
+/// would share one otherwise, and `--workers 2 --threads 1` would give both
+/// one thread together).
+pub fn worker_spec(mut spec: BackendSpec, workers: usize, threads: usize) -> BackendSpec {
+    if workers > 1 {
+        spec.threads = threads;
+    }
+    spec
+}
+
 /// The workers of a local run.
 pub fn local_workers(cfg: &Config, n: usize, choice: BackendSpec, transport: Transport) -> Result<LocalWorkers> {
     match transport {
@@ -125,7 +136,8 @@ pub fn run(o: &TrainOptions) -> Result<Summary> {
         backend::describe(o.backend)?;
     }
     let p = prepare(o)?;
-    let (_loopback, workers) = local_workers(&p.cfg, o.workers, o.backend, o.transport)?;
+    let spec = worker_spec(o.backend, o.workers, o.threads);
+    let (_loopback, workers) = local_workers(&p.cfg, o.workers, spec, o.transport)?;
     train_on(p, workers, None, o.quiet)
 }
 

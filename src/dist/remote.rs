@@ -349,6 +349,7 @@ impl Backend for RemoteWorker {
     fn name(&self) -> &'static str {
         match self.backend.as_str() {
             "cuda" => "cuda",
+            "synthetic" => "synthetic",
             _ => "cpu",
         }
     }

@@ -262,8 +262,25 @@ impl Trainer {
         if workers.is_empty() {
             return Err(Error::input("no workers; use --workers 1 or more"));
         }
-        for w in workers.iter_mut() {
-            hand_state(&state, w.as_mut())?;
+        // A worker gone before it took the state is left out (told why), not fatal.
+        let mut last_err = None;
+        workers.retain_mut(|w| match hand_state(&state, w.as_mut()) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "lockstep: {} is left out at step {}: it could not take the training state: {e}",
+                    w.device(),
+                    state.step
+                );
+                w.evicted(&format!("at step {}: it could not take the training state: {e}", state.step));
+                last_err = Some(e);
+                false
+            }
+        });
+        if let (true, Some(e)) = (workers.is_empty(), last_err) {
+            return Err(Error::runtime(format!(
+                "no worker could take the training state (last: {e}); start workers again"
+            )));
         }
         let capacities: Vec<f64> = workers.iter().map(|w| w.capacity()).collect();
         let shards = assign_shards(cfg.chunks(), &capacities);
@@ -520,6 +537,15 @@ impl Trainer {
                 self.state.step
             );
         }
+        if self.workers.is_empty() && !self.state_behind {
+            // Workers waiting to join take over from the coordinator's copy
+            // of the state (not after whole steps: their state was the
+            // lost worker's).
+            self.device_step = false;
+            let new = self.joiner.as_mut().map(|j| j()).unwrap_or_default();
+            self.joining.extend(new);
+            self.take_joining();
+        }
         if self.workers.is_empty() {
             return Err(Error::runtime(format!(
                 "every worker is lost (last: {why}); start workers and resume from the last checkpoint"
@@ -561,7 +587,10 @@ impl Trainer {
         if self.joining.is_empty() {
             // Back to one worker after an eviction: whole steps again.
             if self.want_device_step && !self.device_step && self.device_step_eligible() {
-                self.use_device_step(true)?;
+                if let Err(e) = self.use_device_step(true) {
+                    // The worker is gone too (its replacement, if any, takes over).
+                    self.evict(vec![0], &e)?;
+                }
             }
             return Ok(());
         }
@@ -572,6 +601,14 @@ impl Trainer {
         }
         // The state comes back from a worker running whole steps first.
         self.use_device_step(false)?;
+        self.take_joining();
+        self.reshard();
+        Ok(())
+    }
+
+    /// Hands the state to the workers waiting to join and takes them in
+    /// (those that cannot take it are told and dropped).
+    fn take_joining(&mut self) {
         for mut w in std::mem::take(&mut self.joining) {
             if let Err(e) = hand_state(&self.state, w.as_mut()) {
                 eprintln!("lockstep: {} could not join at step {}: {e}", w.device(), self.state.step);
@@ -583,8 +620,6 @@ impl Trainer {
             self.meters.next_label += 1;
             self.workers.push(w);
         }
-        self.reshard();
-        Ok(())
     }
 
     /// Lets workers join at step boundaries (whole steps stop while there
