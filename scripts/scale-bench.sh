@@ -9,7 +9,8 @@
 #   scripts/scale-bench.sh configs/fashion-mnist-dcgan.toml 128 60 3
 #
 # Evaluations, samples, plots and checkpoints are pushed beyond the run, so
-# only steps are timed (the summary's steps_per_second).
+# only steps are timed (the last metrics line's steps_per_second, taken
+# before the final evaluation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-configs/mog-ring.toml}
@@ -42,7 +43,9 @@ run() {
     exit 1
   fi
   for p in "${pids[@]}"; do wait "$p" || true; done
-  python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['steps_per_second'])" "$out/summary.json"
+  # The last metrics line's steps/s: measured before the evaluation that
+  # every run ends with (the summary's figure includes it).
+  python3 -c "import json, sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])['steps_per_second'])" "$out/run/metrics.jsonl"
   rm -rf "$out"
 }
 

@@ -79,6 +79,7 @@ pub fn run(o: &BenchOptions) -> Result<serde_json::Value> {
         "transport": format!("{:?}", o.transport).to_lowercase(),
         "threads": rayon::current_num_threads(),
         "batch": cfg.train.batch,
+        "params": t.game.gen.n_params + t.game.disc.n_params,
         "eta": cfg.train.eta,
         "update": cfg.train.update,
         "steps": o.steps,

@@ -261,7 +261,8 @@ impl Replica {
         }
         let layout = setup.game.layout();
         let be = backend::create(choice, &setup)?;
-        let init = trainer::TrainState::init(&cfg, &setup.game);
+        // Only the optimizers: the parameters come with the state (Load).
+        let fresh_opt = trainer::fresh_optimizers(&cfg, &setup.game);
         Ok(Replica {
             be,
             host: HostStep::new(&setup.game, setup.chunks),
@@ -272,7 +273,7 @@ impl Replica {
             grad_gen: vec![0.0; layout.n_gen],
             update_error: None,
             chunks: setup.chunks,
-            fresh_opt: [init.opt_gen, init.opt_disc],
+            fresh_opt,
             load_error: Some("no training state was handed over yet (Load)".into()),
             last_applied: false,
             opt_steps: [0; 2],

@@ -94,14 +94,14 @@ pub struct FixedPoint {
 
 /// The largest |x| of `xs`, or +inf when one is not finite.
 fn max_abs(xs: &[f32]) -> f32 {
-    let mut m = 0.0f32;
-    for &x in xs {
-        if !x.is_finite() {
-            return f32::INFINITY;
-        }
-        m = m.max(x.abs());
+    // Branch-free (it vectorises): the largest |x| by bits (|x| as an
+    // integer orders like |x|; +inf and NaN sit above every finite value).
+    let m = xs.iter().map(|x| x.to_bits() & 0x7fff_ffff).fold(0u32, u32::max);
+    if m >= f32::INFINITY.to_bits() {
+        f32::INFINITY
+    } else {
+        f32::from_bits(m)
     }
-    m
 }
 
 impl FixedPoint {
@@ -386,7 +386,23 @@ fn exp2(s: i32) -> f64 {
 /// f64: mul is a power of two).  Twin of kernels/reduce.cu's `quantise`.
 #[inline]
 pub fn quantise(x: f32, mul: f64) -> i64 {
-    (x as f64 * mul).round_ties_even() as i64
+    round_ties_even(x as f64 * mul) as i64
+}
+
+/// `f64::round_ties_even` without the library call it is on baseline
+/// x86-64 (no SSE4.1 `roundsd`): adding and taking away 2^52 rounds to an
+/// integer in the default rounding mode (to nearest, ties to even), and
+/// every f64 of magnitude 2^52 or more is an integer already.  Branch-free,
+/// so the quantising loops vectorise.
+#[inline]
+fn round_ties_even(v: f64) -> f64 {
+    const TWO_52: f64 = 4_503_599_627_370_496.0;
+    let m = TWO_52.copysign(v);
+    if v.abs() < TWO_52 {
+        (v + m) - m
+    } else {
+        v
+    }
 }
 
 /// q · div as f32: q rounded to f32 (to nearest, ties to even), then scaled
@@ -412,6 +428,47 @@ fn frexp(x: f32) -> (f32, i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_ties_even_is_the_library_s() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let check = |v: f64| {
+            let (a, b) = (round_ties_even(v), v.round_ties_even());
+            // Equal as numbers (a zero's sign may differ; quantise casts it to 0 either way).
+            assert!(a == b, "{v}: {a} {b}");
+        };
+        for k in 0..64 {
+            let p = 2f64.powi(k);
+            for v in [p, p + 0.5, p - 0.5, p + 1.5, p * 1.25, p * 1.75, p - 1.0] {
+                check(v);
+                check(-v);
+            }
+        }
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            if v.is_finite() {
+                check(v);
+            }
+            // Values near the scaled range: |v| up to 2^63.
+            check((x as i64 as f64) / 2f64.powi((x % 64) as i32));
+        }
+        for v in [0.5, 1.5, 2.5, -0.5, -2.5, 4_503_599_627_370_495.5, -4_503_599_627_370_495.5] {
+            check(v);
+        }
+    }
+
+    #[test]
+    fn max_abs_is_the_largest_magnitude_or_inf_for_a_non_finite_value() {
+        assert_eq!(max_abs(&[]), 0.0);
+        assert_eq!(max_abs(&[1.0, -3.0, 2.0]), 3.0);
+        assert_eq!(max_abs(&[-0.0, 1e-45]), 1e-45);
+        assert_eq!(max_abs(&[1.0, f32::NAN, 2.0]), f32::INFINITY);
+        assert_eq!(max_abs(&[f32::NEG_INFINITY]), f32::INFINITY);
+        assert_eq!(max_abs(&[f32::MAX, -f32::MAX]), f32::MAX);
+    }
 
     fn rows(n: usize, stride: usize, seed: u64) -> Vec<f32> {
         // Values over many magnitudes, both signs, some exact zeros.

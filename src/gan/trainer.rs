@@ -37,16 +37,26 @@ impl TrainState {
     /// Fresh parameters (orthogonal init) and optimizer state.
     pub fn init(cfg: &Config, game: &Game) -> TrainState {
         let seed = cfg.train.seed;
+        let [opt_gen, opt_disc] = fresh_optimizers(cfg, game);
         TrainState {
             step: 0,
             gen: init::orthogonal(&game.gen, cfg.generator.init_gain, seed, 0),
             disc: init::orthogonal(&game.disc, cfg.discriminator.init_gain, seed, 1),
-            opt_gen: Optimizer::new(&cfg.optimizer, cfg.generator_lr(), game.gen.n_params, Direction::Descend),
-            opt_disc: Optimizer::new(&cfg.optimizer, cfg.discriminator_lr(), game.disc.n_params, Direction::Ascend),
+            opt_gen,
+            opt_disc,
             skipped: 0,
             loss_scale: LossScale::default(),
         }
     }
+}
+
+/// Both players' optimizers as the config makes them, before any step
+/// (generator, discriminator).
+pub fn fresh_optimizers(cfg: &Config, game: &Game) -> [Optimizer; 2] {
+    [
+        Optimizer::new(&cfg.optimizer, cfg.generator_lr(), game.gen.n_params, Direction::Descend),
+        Optimizer::new(&cfg.optimizer, cfg.discriminator_lr(), game.disc.n_params, Direction::Ascend),
+    ]
 }
 
 /// The game a config describes on samples of shape `data`: both networks
