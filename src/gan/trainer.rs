@@ -239,7 +239,7 @@ pub struct Trainer {
     skipped_in_a_row: u64,
     meters: Meters,
     /// Workers whose last job failed (indices into `workers`).
-    lost: Vec<usize>,
+    lost: Vec<(usize, String)>,
     /// Where workers that join mid-run come from (the coordinator's lobby).
     joiner: Option<Joiner>,
     /// The only worker runs whole steps itself (`DeviceStep`); `state`'s
@@ -432,7 +432,8 @@ impl Trainer {
         if let ([w], [shard]) = (&mut self.workers[..], &self.shards[..]) {
             // One worker: no bookkeeping (and no allocation) per phase.
             let job = work(shard.clone());
-            let secs = timed(w, &job, &mut self.partials[..shard.len() * stride]).inspect_err(|_| self.lost.push(0))?;
+            let secs = timed(w, &job, &mut self.partials[..shard.len() * stride])
+                .inspect_err(|e| self.lost.push((0, e.to_string())))?;
             self.meters.compute[0][phase].record(secs);
             self.note_live_rows();
             return Ok(());
@@ -476,7 +477,7 @@ impl Trainer {
             match r {
                 Ok(secs) => self.meters.compute[i][phase].record(secs),
                 Err(e) => {
-                    self.lost.push(i);
+                    self.lost.push((i, e.to_string()));
                     first_err.get_or_insert(e);
                 }
             }
@@ -521,7 +522,7 @@ impl Trainer {
                 (false, _) => w.set_params(&self.state.gen, &self.state.disc),
             };
             if let Err(e) = r {
-                lost.push(i);
+                lost.push((i, e.to_string()));
                 last_err = Some(e);
             }
         }
@@ -531,12 +532,13 @@ impl Trainer {
         }
     }
 
-    /// Removes the workers at `lost` (logged and counted) and shares their
-    /// chunks out again; an error when none is left.
-    fn evict(&mut self, mut lost: Vec<usize>, why: &Error) -> Result<()> {
-        lost.sort_unstable();
-        lost.dedup();
-        for &i in lost.iter().rev() {
+    /// Removes the workers at `lost`, each with what failed it (logged and
+    /// counted), and shares their chunks out again; an error when none is left.
+    fn evict(&mut self, mut lost: Vec<(usize, String)>, why: &Error) -> Result<()> {
+        lost.sort_by_key(|(i, _)| *i);
+        lost.dedup_by_key(|(i, _)| *i);
+        for (i, why) in lost.iter().rev() {
+            let i = *i;
             let mut w = self.workers.remove(i);
             drop(self.meters.compute.remove(i));
             self.meters.evicted.increment(1);
@@ -599,7 +601,7 @@ impl Trainer {
             if self.want_device_step && !self.device_step && self.device_step_eligible() {
                 if let Err(e) = self.use_device_step(true) {
                     // The worker is gone too (its replacement, if any, takes over).
-                    self.evict(vec![0], &e)?;
+                    self.evict(vec![(0, e.to_string())], &e)?;
                 }
             }
             return Ok(());
@@ -908,7 +910,7 @@ fn hand_state(st: &TrainState, w: &mut dyn Backend) -> Result<()> {
 struct Remote<'a> {
     workers: &'a mut [Box<dyn Backend>],
     shards: &'a [Range<usize>],
-    lost: &'a mut Vec<usize>,
+    lost: &'a mut Vec<(usize, String)>,
 }
 
 impl Remote<'_> {
@@ -922,7 +924,7 @@ impl Remote<'_> {
             match f(w) {
                 Ok(()) => ok.push(i),
                 Err(e) => {
-                    self.lost.push(i);
+                    self.lost.push((i, e.to_string()));
                     first_err.get_or_insert(e);
                 }
             }
@@ -946,7 +948,7 @@ impl Contributors<Error> for Remote<'_> {
         let mut first_err = r.err();
         for i in started {
             if let Err(e) = self.workers[i].finish_sum(acc) {
-                self.lost.push(i);
+                self.lost.push((i, e.to_string()));
                 first_err.get_or_insert(e);
             }
         }
