@@ -9,19 +9,18 @@ use crate::error::{Error, Result};
 use crate::gan::phases::{self, ChunkState, PartialLayout};
 use crate::rng::{Purpose, Stream};
 
-/// The CPU, in words.
-pub fn device() -> String {
-    device_with(rayon::current_num_threads())
-}
-
 /// The CPU with `threads` threads, in words.
 pub fn device_with(threads: usize) -> String {
     format!("{} ({threads} threads)", std::env::consts::ARCH)
 }
 
-/// Relative speed for sizing shards: the thread count.
-pub fn capacity() -> f64 {
-    rayon::current_num_threads() as f64
+/// The threads a backend asked for `threads` computes on (0: the process's pool).
+pub fn threads(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        rayon::current_num_threads()
+    }
 }
 
 pub struct CpuBackend {
@@ -51,8 +50,12 @@ impl CpuBackend {
         }
     }
 
-    /// A backend computing on a pool of `threads` threads of its own.
+    /// A backend computing on a pool of `threads` threads of its own (0:
+    /// on the process's pool, as `new`).
     pub fn with_threads(setup: &Setup, threads: usize) -> Result<Self> {
+        if threads == 0 {
+            return Ok(CpuBackend::new(setup));
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("lockstep-cpu-{i}"))
@@ -72,18 +75,6 @@ impl CpuBackend {
     fn threads(&self) -> usize {
         self.pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
     }
-
-    fn check_out(&self, chunks: usize, out: &[f32]) -> Result<()> {
-        if out.len() != chunks * self.layout.stride() {
-            return Err(Error::runtime(format!(
-                "cpu backend: partial-sum buffer holds {} values, expected {} chunks × {}",
-                out.len(),
-                chunks,
-                self.layout.stride()
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl Backend for CpuBackend {
@@ -100,15 +91,7 @@ impl Backend for CpuBackend {
     }
 
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
-        if gen.len() != self.gen.len() || disc.len() != self.disc.len() {
-            return Err(Error::runtime(format!(
-                "cpu backend: got {} + {} parameters, expected {} + {}",
-                gen.len(),
-                disc.len(),
-                self.gen.len(),
-                self.disc.len()
-            )));
-        }
+        super::check_params("cpu", &self.layout, gen, disc)?;
         self.gen.copy_from_slice(gen);
         self.disc.copy_from_slice(disc);
         Ok(())
@@ -126,10 +109,8 @@ impl Backend for CpuBackend {
 impl CpuBackend {
     fn phase1_here(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()> {
         let n = task.chunks.len();
-        if n == 0 || task.chunks.end > self.setup.chunks {
-            return Err(Error::runtime(format!("cpu backend: bad chunk range {:?}", task.chunks)));
-        }
-        self.check_out(n, out)?;
+        super::check_shard("cpu", &task.chunks, self.setup.chunks)?;
+        super::check_rows("cpu", &self.layout, n, out)?;
         let lat = match task.draw {
             Draw::First => Purpose::Latent,
             Draw::Second => Purpose::LatentG,
@@ -154,7 +135,7 @@ impl CpuBackend {
     fn phase2_here(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
         let task = self.last.as_ref().ok_or_else(|| Error::runtime("cpu backend: phase 2 before phase 1"))?;
         let n = task.chunks.len();
-        self.check_out(n, out)?;
+        super::check_rows("cpu", &self.layout, n, out)?;
         if v.len() != self.disc.len() {
             return Err(Error::runtime(format!("cpu backend: v has {} values, expected {}", v.len(), self.disc.len())));
         }

@@ -13,10 +13,44 @@ pub mod synthetic;
 use std::ops::Range;
 
 use crate::error::{Error, Result};
-use crate::gan::phases::Game;
+use crate::gan::phases::{Game, PartialLayout};
 
 pub use cpu::CpuBackend;
 pub use synthetic::SyntheticBackend;
+
+/// The checks every backend makes of what it is handed (`backend` names
+/// it in the errors): a shard within the minibatch's `chunks`, a buffer of
+/// one row of partial sums per chunk of it, parameters of the game's sizes.
+pub(crate) fn check_shard(backend: &str, shard: &Range<usize>, chunks: usize) -> Result<()> {
+    if shard.is_empty() || shard.end > chunks {
+        return Err(Error::runtime(format!("{backend} backend: bad chunk range {shard:?}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_rows(backend: &str, layout: &PartialLayout, chunks: usize, out: &[f32]) -> Result<()> {
+    if out.len() != chunks * layout.stride() {
+        return Err(Error::runtime(format!(
+            "{backend} backend: partial-sum buffer holds {} values, expected {chunks} chunks × {}",
+            out.len(),
+            layout.stride()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_params(backend: &str, layout: &PartialLayout, gen: &[f32], disc: &[f32]) -> Result<()> {
+    if gen.len() != layout.n_gen || disc.len() != layout.n_disc {
+        return Err(Error::runtime(format!(
+            "{backend} backend: got {} + {} parameters, expected {} + {}",
+            gen.len(),
+            disc.len(),
+            layout.n_gen,
+            layout.n_disc
+        )));
+    }
+    Ok(())
+}
 
 /// Which minibatch of a step a phase works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,8 +346,10 @@ pub fn describe(spec: BackendSpec) -> Result<(&'static str, String, f64)> {
             ("cuda", device, capacity)
         }
         BackendChoice::Synthetic => ("synthetic", synthetic::device(spec.synthetic), 1.0),
-        _ if spec.threads > 0 => ("cpu", cpu::device_with(spec.threads), spec.threads as f64),
-        _ => ("cpu", cpu::device(), cpu::capacity()),
+        _ => {
+            let threads = cpu::threads(spec.threads);
+            ("cpu", cpu::device_with(threads), threads as f64)
+        }
     })
 }
 
@@ -335,7 +371,6 @@ pub fn create(spec: BackendSpec, setup: &Setup) -> Result<Box<dyn Backend>> {
     Ok(match choice {
         BackendChoice::Cuda => Box::new(cuda::CudaBackend::new(setup, spec.device)?),
         BackendChoice::Synthetic => Box::new(SyntheticBackend::new(setup, spec.synthetic)),
-        _ if spec.threads > 0 => Box::new(CpuBackend::with_threads(setup, spec.threads)?),
-        _ => Box::new(CpuBackend::new(setup)),
+        _ => Box::new(CpuBackend::with_threads(setup, spec.threads)?),
     })
 }

@@ -75,17 +75,6 @@ impl SyntheticBackend {
         }
     }
 
-    fn check_out(&self, chunks: usize, out: &[f32]) -> Result<()> {
-        if out.len() != chunks * self.layout.stride() {
-            return Err(Error::runtime(format!(
-                "synthetic backend: partial-sum buffer holds {} values, expected {chunks} chunks × {}",
-                out.len(),
-                self.layout.stride()
-            )));
-        }
-        Ok(())
-    }
-
     /// The key of one chunk's row in one phase.
     fn key(&self, step: u64, draw: Draw, phase: u64, chunk: usize) -> u64 {
         let draw = match draw {
@@ -118,15 +107,7 @@ impl Backend for SyntheticBackend {
     }
 
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
-        if gen.len() != self.gen.len() || disc.len() != self.disc.len() {
-            return Err(Error::runtime(format!(
-                "synthetic backend: got {} + {} parameters, expected {} + {}",
-                gen.len(),
-                disc.len(),
-                self.gen.len(),
-                self.disc.len()
-            )));
-        }
+        super::check_params("synthetic", &self.layout, gen, disc)?;
         self.gen.copy_from_slice(gen);
         self.disc.copy_from_slice(disc);
         Ok(())
@@ -137,10 +118,8 @@ impl Backend for SyntheticBackend {
     fn phase1(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()> {
         let started = Instant::now();
         let n = task.chunks.len();
-        if n == 0 || task.chunks.end > self.setup.chunks {
-            return Err(Error::runtime(format!("synthetic backend: bad chunk range {:?}", task.chunks)));
-        }
-        self.check_out(n, out)?;
+        super::check_shard("synthetic", &task.chunks, self.setup.chunks)?;
+        super::check_rows("synthetic", &self.layout, n, out)?;
         let share = 1.0 / self.setup.chunks as f32;
         let l = self.layout;
         for (j, row) in out.chunks_exact_mut(l.stride()).enumerate() {
@@ -165,7 +144,7 @@ impl Backend for SyntheticBackend {
         let started = Instant::now();
         let task = self.last.as_ref().ok_or_else(|| Error::runtime("synthetic backend: phase 2 before phase 1"))?;
         let n = task.chunks.len();
-        self.check_out(n, out)?;
+        super::check_rows("synthetic", &self.layout, n, out)?;
         if v.len() != self.disc.len() || v.is_empty() {
             return Err(Error::runtime(format!(
                 "synthetic backend: v has {} values, expected {}",

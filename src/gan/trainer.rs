@@ -274,19 +274,7 @@ impl Trainer {
         }
         // A worker gone before it took the state is left out (told why), not fatal.
         let mut last_err = None;
-        workers.retain_mut(|w| match hand_state(&state, w.as_mut()) {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!(
-                    "lockstep: {} is left out at step {}: it could not take the training state: {e}",
-                    w.device(),
-                    state.step
-                );
-                w.evicted(&format!("at step {}: it could not take the training state: {e}", state.step));
-                last_err = Some(e);
-                false
-            }
-        });
+        workers.retain_mut(|w| take_state(&state, w.as_mut()).map_err(|e| last_err = Some(e)).is_ok());
         if let (true, Some(e)) = (workers.is_empty(), last_err) {
             return Err(Error::runtime(format!(
                 "no worker could take the training state (last: {e}); start workers again"
@@ -537,8 +525,7 @@ impl Trainer {
     fn evict(&mut self, mut lost: Vec<(usize, String)>, why: &Error) -> Result<()> {
         lost.sort_by_key(|(i, _)| *i);
         lost.dedup_by_key(|(i, _)| *i);
-        for (i, why) in lost.iter().rev() {
-            let i = *i;
+        for &(i, ref why) in lost.iter().rev() {
             let mut w = self.workers.remove(i);
             drop(self.meters.compute.remove(i));
             self.meters.evicted.increment(1);
@@ -554,8 +541,7 @@ impl Trainer {
             // of the state (not after whole steps: their state was the
             // lost worker's).
             self.device_step = false;
-            let new = self.joiner.as_mut().map(|j| j()).unwrap_or_default();
-            self.joining.extend(new);
+            self.poll_joiner();
             self.take_joining();
         }
         if self.workers.is_empty() {
@@ -594,8 +580,7 @@ impl Trainer {
     /// Takes the workers that joined since the last step (from the
     /// `joiner`), gives them the current parameters, and reshards.
     fn admit(&mut self) -> Result<()> {
-        let new = self.joiner.as_mut().map(|j| j()).unwrap_or_default();
-        self.joining.extend(new);
+        self.poll_joiner();
         if self.joining.is_empty() {
             // Back to one worker after an eviction: whole steps again.
             if self.want_device_step && !self.device_step && self.device_step_eligible() {
@@ -618,13 +603,17 @@ impl Trainer {
         Ok(())
     }
 
+    /// Adds the workers that joined since it was last asked to `joining`.
+    fn poll_joiner(&mut self) {
+        let new = self.joiner.as_mut().map(|j| j()).unwrap_or_default();
+        self.joining.extend(new);
+    }
+
     /// Hands the state to the workers waiting to join and takes them in
     /// (those that cannot take it are told and dropped).
     fn take_joining(&mut self) {
         for mut w in std::mem::take(&mut self.joining) {
-            if let Err(e) = hand_state(&self.state, w.as_mut()) {
-                eprintln!("lockstep: {} could not join at step {}: {e}", w.device(), self.state.step);
-                w.evicted(&format!("at step {}: it could not take the training state: {e}", self.state.step));
+            if take_state(&self.state, w.as_mut()).is_err() {
                 continue;
             }
             eprintln!("lockstep: {} joins at step {}", w.device(), self.state.step);
@@ -902,6 +891,15 @@ fn hand_state(st: &TrainState, w: &mut dyn Backend) -> Result<()> {
     } else {
         w.set_params(&st.gen, &st.disc)
     }
+}
+
+/// `hand_state`, and when it fails: the worker is told it is left out and
+/// why, and the line is logged.
+fn take_state(st: &TrainState, w: &mut dyn Backend) -> Result<()> {
+    hand_state(st, w).inspect_err(|e| {
+        eprintln!("lockstep: {} could not join at step {}: {e}", w.device(), st.step);
+        w.evicted(&format!("at step {}: it could not take the training state: {e}", st.step));
+    })
 }
 
 /// The workers of a phase whose rows stayed on them, as the reduction's

@@ -240,18 +240,6 @@ impl CudaBackend {
         self.params.at(self.disc_at)
     }
 
-    fn check_out(&self, chunks: usize, out: &[f32]) -> Result<()> {
-        if out.len() != chunks * self.layout.stride() {
-            return Err(Error::runtime(format!(
-                "cuda backend: partial-sum buffer holds {} values, expected {} chunks × {}",
-                out.len(),
-                chunks,
-                self.layout.stride()
-            )));
-        }
-        Ok(())
-    }
-
     /// Fills `staged` in the layout of the master weights (and of their fp16
     /// copy and Adam's moments): the generator's values, zeros up to
     /// `disc_at`, the discriminator's.  An empty slice stages zeros (SGD has
@@ -416,15 +404,7 @@ impl Backend for CudaBackend {
     }
 
     fn set_params(&mut self, gen: &[f32], disc: &[f32]) -> Result<()> {
-        if gen.len() != self.layout.n_gen || disc.len() != self.layout.n_disc {
-            return Err(Error::runtime(format!(
-                "cuda backend: got {} + {} parameters, expected {} + {}",
-                gen.len(),
-                disc.len(),
-                self.layout.n_gen,
-                self.layout.n_disc
-            )));
-        }
+        super::check_params("cuda", &self.layout, gen, disc)?;
         self.stage_players(gen, disc);
         self.gpu.upload(&self.staged, &mut self.master)?;
         self.gpu.f32_to_f16(self.master.ptr, self.params.ptr, self.master.len())
@@ -432,16 +412,14 @@ impl Backend for CudaBackend {
 
     fn phase1(&mut self, task: &ShardTask, out: &mut [f32]) -> Result<()> {
         let k = task.chunks.len();
-        if k == 0 || task.chunks.end > self.setup.chunks {
-            return Err(Error::runtime(format!("cuda backend: bad chunk range {:?}", task.chunks)));
-        }
+        super::check_shard("cuda", &task.chunks, self.setup.chunks)?;
         if !(task.loss_scale.is_finite() && task.loss_scale > 0.0) {
             return Err(Error::runtime(format!(
                 "cuda backend: loss scale {} is not a positive number",
                 task.loss_scale
             )));
         }
-        self.check_out(k, out)?;
+        super::check_rows("cuda", &self.layout, k, out)?;
         self.write_step_in(&StepIn { step: task.step, loss_scale: task.loss_scale, gen: [0.0; 2], disc: [0.0; 2] })?;
         self.gpu.zero(self.step_out.ptr, StepOut::WORDS * 4)?;
         self.enqueue_phase1(task.chunks.clone(), task.draw, task.with_gen_grad, true)?;
@@ -452,7 +430,7 @@ impl Backend for CudaBackend {
 
     fn phase2(&mut self, v: &[f32], out: &mut [f32]) -> Result<()> {
         let task = self.last.clone().ok_or_else(|| Error::runtime("cuda backend: phase 2 before phase 1"))?;
-        self.check_out(task.chunks.len(), out)?;
+        super::check_rows("cuda", &self.layout, task.chunks.len(), out)?;
         if v.len() != self.layout.n_disc {
             return Err(Error::runtime(format!(
                 "cuda backend: v has {} values, expected {}",
